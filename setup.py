@@ -25,6 +25,24 @@ PACKAGE_ROOTS = {
     "clawdbot.shared": "shared",
 }
 GENERATED = "clawdbot.v1"
+DATA_EXTENSIONS = (
+    "pyi",
+    "typed",
+    "json",
+    "jsonl",
+    "yaml",
+    "yml",
+    "txt",
+    "jinja",
+    "html",
+    "js",
+    "css",
+    "svg",
+    "csv",
+    "md",
+    "ttl",
+    "safetensors",
+)
 
 
 def generate_protos(out_root: Path = ROOT) -> None:
@@ -84,23 +102,10 @@ if __name__ == "__main__":  # setuptools runs this file as __main__; `make proto
     setup(
         package_dir=PACKAGE_ROOTS | {GENERATED: "clawdbot/v1"},
         packages=discover_packages(),
+        # Data beside the code (templates, static pages, shop data, bundled model), in sub-folders too.
         package_data={
-            "": [
-                "*.pyi",
-                "py.typed",
-                "*.json",
-                "*.yaml",
-                "*.txt",
-                "*.jinja",
-                "*.html",
-                "*.js",
-                "*.css",
-                "*.safetensors",
-                "*.csv",
-                "*.jsonl",
-                "*.md",
-                "*.ttl",
-            ]
+            "": [f"**/*.{ext}" for ext in DATA_EXTENSIONS],
+            "clawdbot": ["models/**/*"],
         },
         cmdclass={"build_py": BuildWithProtos},
     )

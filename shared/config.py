@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic.fields import FieldInfo
@@ -118,7 +118,7 @@ class ServiceSettings(BaseSettings):
         )
 
     @classmethod
-    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> ServiceSettings:
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Self:
         """Settings from the file (or `CLAWDBOT_CONFIG`), the environment and non-None overrides."""
         given = {k: v for k, v in overrides.items() if v is not None}
         if config_file is not None:
