@@ -1,0 +1,93 @@
+"""Corpus samples -> token ids and loss masks, rendered by the serving tokenizer's own chat path.
+
+Only the assistant messages marked `"train": true` are learned: their content and the closing
+`<|im_end|>`. Everything else (system context, history, tool results) is read, not predicted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clawdbot.services.tokenizer.tokenizer import TextTokenizer
+
+
+def sample_tokens(tok: TextTokenizer, sample: dict[str, Any]) -> tuple[list[int], list[bool]]:
+    messages = [{k: v for k, v in m.items() if k != "train"} for m in sample["messages"]]
+    tools = sample.get("tools", [])
+    ids, _ = tok.render_chat(messages, tools, add_generation_prompt=False)
+    learn = [False] * len(ids)
+    end_id = tok.added["<|im_end|>"]
+    for i, message in enumerate(sample["messages"]):
+        if not message.get("train"):
+            continue
+        before, _ = tok.render_chat(messages[:i], tools, add_generation_prompt=True)
+        through, _ = tok.render_chat(messages[: i + 1], tools, add_generation_prompt=False)
+        if through != ids[: len(through)] or before != through[: len(before)]:
+            raise ValueError("the chat template is not prefix-stable for this sample")
+        stop = len(through) - 1 - through[::-1].index(end_id)
+        for pos in range(len(before), stop + 1):
+            learn[pos] = True
+    return ids, learn
+
+
+def encode_corpus(lines: Iterable[str], tok: TextTokenizer, max_len: int) -> dict[str, np.ndarray]:
+    """Flat arrays: ids (uint16), learn mask (bool), offsets (int64, one more than samples)."""
+    all_ids: list[int] = []
+    all_learn: list[bool] = []
+    offsets = [0]
+    for line in lines:
+        ids, learn = sample_tokens(tok, json.loads(line))
+        if len(ids) > max_len:
+            continue
+        all_ids += ids
+        all_learn += learn
+        offsets.append(len(all_ids))
+    return {
+        "ids": np.asarray(all_ids, dtype=np.uint16),
+        "learn": np.asarray(all_learn, dtype=bool),
+        "offsets": np.asarray(offsets, dtype=np.int64),
+    }
+
+
+def save_tokens(corpus: Path, out: Path, tok: TextTokenizer, max_len: int) -> dict[str, int]:
+    with corpus.open(encoding="utf-8") as f:
+        arrays = encode_corpus(f, tok, max_len)
+    np.savez_compressed(out, **arrays)
+    return {
+        "samples": len(arrays["offsets"]) - 1,
+        "tokens": len(arrays["ids"]),
+        "learned_tokens": int(arrays["learn"].sum()),
+    }
+
+
+def dev_set(corpus: Path, out: Path, tok: TextTokenizer) -> int:
+    """Prompt ids up to the first learned message, with that message's text as the reference."""
+    rows = []
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        sample = json.loads(line)
+        messages = [{k: v for k, v in m.items() if k != "train"} for m in sample["messages"]]
+        first = next(i for i, m in enumerate(sample["messages"]) if m.get("train"))
+        prompt, _ = tok.render_chat(messages[:first], sample.get("tools", []), add_generation_prompt=True)
+        through, _ = tok.render_chat(
+            messages[: first + 1], sample.get("tools", []), add_generation_prompt=False
+        )
+        end = len(through) - 1 - through[::-1].index(tok.added["<|im_end|>"])
+        reference = tok.decode_one(through[len(prompt) : end])
+        rows.append(
+            json.dumps(
+                {
+                    "prompt_ids": prompt,
+                    "reference": reference,
+                    "kind": sample["kind"],
+                    "lang": sample["lang"],
+                },
+                ensure_ascii=False,
+            )
+        )
+    out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return len(rows)

@@ -1,0 +1,251 @@
+"""Train the demo model: a small Mistral-architecture decoder with a sliding window.
+
+    python -m clawdbot.demo.train --tokens runs/tokens.npz --out runs/shop-assistant --steps 2500
+
+Plain PyTorch: the model class is `transformers`' Mistral (the reference architecture our loader
+reproduces), the loop is ours (AdamW, warmup + cosine, bf16 autocast on CUDA, gradient clipping),
+batches are length-bucketed and padded to a token budget. Fixed seeds. Writes a Hugging Face
+folder (config, bf16 safetensors, generation config, the bundled tokenizer) and `train-report.json`
+with the loss curve. Runs on the GPU machine in minutes, on a CPU far more slowly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import MistralConfig, MistralForCausalLM
+
+# The bundled tokenizer (the same folder services.tokenizer.assets names); a path, so this script runs
+# on a machine where the package is not installed.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "shop-assistant"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+IM_END, ENDOFTEXT = 8185, 8183
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~8.4 M parameters, 16.8 MB in bf16 with tied embeddings.
+    "demo": {
+        "hidden_size": 256,
+        "intermediate_size": 768,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "sliding_window": 1024,
+        "max_position_embeddings": 4096,
+    },
+    # For tests: trains a few steps on a CPU in seconds.
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "sliding_window": 256,
+        "max_position_embeddings": 2048,
+    },
+}
+
+
+def model_config(preset: str, vocab_size: int = 8192) -> MistralConfig:
+    return MistralConfig(
+        vocab_size=vocab_size,
+        head_dim=PRESETS[preset]["hidden_size"] // PRESETS[preset]["num_attention_heads"],
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=IM_END,
+        pad_token_id=ENDOFTEXT,
+        **PRESETS[preset],
+    )
+
+
+def load_tokens(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    data = np.load(path)
+    ids, learn, offsets = data["ids"], data["learn"], data["offsets"]
+    return [(ids[a:b].astype(np.int64), learn[a:b]) for a, b in itertools.pairwise(offsets)]
+
+
+def batches(
+    samples: Sequence[tuple[np.ndarray, np.ndarray]], token_budget: int, rng: random.Random
+) -> Iterator[list[int]]:
+    """Endless shuffled batches of sample indices of similar length, padded size <= token_budget."""
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i][0]))
+    while True:
+        groups: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            longest = max([len(samples[j][0]) for j in current] + [len(samples[i][0])])
+            if current and longest * (len(current) + 1) > token_budget:
+                groups.append(current)
+                current = []
+            current.append(i)
+        if current:
+            groups.append(current)
+        rng.shuffle(groups)
+        yield from groups
+
+
+def collate(
+    samples: Sequence[tuple[np.ndarray, np.ndarray]], index: list[int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    length = max(len(samples[i][0]) for i in index)
+    ids = torch.full((len(index), length), ENDOFTEXT, dtype=torch.long)
+    labels = torch.full((len(index), length), -100, dtype=torch.long)
+    mask = torch.zeros((len(index), length), dtype=torch.long)
+    for row, i in enumerate(index):
+        seq, learn = samples[i]
+        n = len(seq)
+        ids[row, :n] = torch.from_numpy(seq)
+        mask[row, :n] = 1
+        target = torch.from_numpy(np.where(learn, seq, -100))
+        labels[row, : n - 1] = target[1:]  # predict token t+1 at position t
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def loss_of(model: MistralForCausalLM, batch: dict[str, torch.Tensor], autocast: bool) -> torch.Tensor:
+    """Cross-entropy on the learned positions only: the vocabulary projection runs on ~5% of tokens."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        hidden = model.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        learned = batch["labels"] != -100
+        logits = model.lm_head(hidden[learned])
+    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"][learned])
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    device = torch.device(args.device)
+    samples = load_tokens(args.tokens)
+    held = set(rng.sample(range(len(samples)), max(1, len(samples) // 50)))
+    train_set = [s for i, s in enumerate(samples) if i not in held]
+    eval_set = [s for i, s in enumerate(samples) if i in held]
+    model = MistralForCausalLM(model_config(args.preset)).to(device)
+    model.config._attn_implementation = "sdpa"
+    params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    warmup = max(1, args.steps // 25)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    autocast = device.type == "cuda"
+    total = args.steps  # shortened after timing the first steps when --max-seconds would be exceeded
+    stream = batches(train_set, args.batch_tokens, rng)
+    eval_batches = list(batches(eval_set, args.batch_tokens, random.Random(0)).__next__() for _ in range(1))
+    curve: list[dict[str, float]] = []
+    started = time.perf_counter()
+    step = 0
+    warm = started
+    while step < total:
+        if step == 10:
+            warm = time.perf_counter()  # CUDA start-up and allocator warm-up are behind us
+        if step == 60 and args.max_seconds:
+            per_step = (time.perf_counter() - warm) / 50
+            total = max(61, min(total, int((args.max_seconds - (warm - started)) / per_step)))
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step)
+        loss = loss_of(model, collate(train_set, next(stream), device), autocast)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        if step % args.log_every == 0 or step == total - 1:
+            point = {
+                "step": step,
+                "loss": round(loss.item(), 4),
+                "lr": lr_at(step),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            if step % (args.log_every * 5) == 0 or step == total - 1:
+                model.eval()
+                with torch.no_grad():
+                    point["eval_loss"] = round(
+                        float(
+                            sum(loss_of(model, collate(eval_set, g, device), autocast) for g in eval_batches)
+                            / len(eval_batches)
+                        ),
+                        4,
+                    )
+                model.train()
+            curve.append(point)
+            print(json.dumps(point), file=sys.stderr, flush=True)
+        step += 1
+    return {
+        "steps_run": total,
+        "model": model,
+        "params": params,
+        "curve": curve,
+        "seconds": round(time.perf_counter() - started, 1),
+        "train_samples": len(train_set),
+        "eval_samples": len(eval_set),
+    }
+
+
+def save(model: MistralForCausalLM, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    # Shards under 10 MB: git-friendly, and the GPU machine returns files of at most 16 MiB.
+    model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True, max_shard_size="10MB")
+    for name in TOKENIZER_FILES:
+        shutil.copy(DEFAULT_MODEL_DIR / name, out / name)
+    (out / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": [IM_END, ENDOFTEXT], "pad_token_id": ENDOFTEXT}, indent=2) + "\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokens", type=Path, required=True, help="npz from clawdbot.demo.tokens")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--batch-tokens", type=int, default=65536)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="wall-clock budget; the schedule shortens to fit"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    result = train(args)
+    save(result.pop("model"), args.out)
+    report = {
+        "command": " ".join(sys.argv),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        **{k: v for k, v in vars(args).items() if k != "tokens"},
+        "tokens": str(args.tokens),
+        **result,
+    }
+    (args.out / "train-report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "curve"}, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""`clawdbot eval FILE.jsonl`: score conversations through the whole mesh (the gateway's REST API).
+
+Each line is one conversation: {"id", "category", "lang", "turns": [{"user": "...", "expect": {...}}]}.
+Expectations of a turn, all optional: `contains` (phrases the reply must hold; case-insensitive),
+`intent` (the intent event's label), `tool` (a tool the plugins or the model called), `handoff`
+(true: a hand-off event; false: none). A turn passes when all its expectations hold. Every
+conversation gets its own session id, so later turns see the earlier ones through memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+
+@dataclass
+class TurnResult:
+    conversation: str
+    category: str
+    turn: int
+    user: str
+    reply: str
+    checks: dict[str, bool]
+    latency_s: float
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(self.checks.values())
+
+
+@dataclass
+class Report:
+    results: list[TurnResult] = field(default_factory=list)
+
+    def by_category(self) -> dict[str, tuple[int, int]]:
+        table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in self.results:
+            table[r.category][0] += int(r.passed)
+            table[r.category][1] += 1
+        return {k: (v[0], v[1]) for k, v in sorted(table.items())}
+
+    def by_check(self) -> dict[str, tuple[int, int]]:
+        table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in self.results:
+            for name, ok in r.checks.items():
+                table[name][0] += int(ok)
+                table[name][1] += 1
+        return {k: (v[0], v[1]) for k, v in sorted(table.items())}
+
+    @property
+    def accuracy(self) -> float:
+        return sum(r.passed for r in self.results) / max(1, len(self.results))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": round(self.accuracy, 4),
+            "turns": len(self.results),
+            "by_category": {
+                k: {"passed": p, "total": t, "accuracy": round(p / t, 4)}
+                for k, (p, t) in self.by_category().items()
+            },
+            "by_check": {
+                k: {"passed": p, "total": t, "accuracy": round(p / t, 4)}
+                for k, (p, t) in self.by_check().items()
+            },
+            "results": [{**r.__dict__, "passed": r.passed} for r in self.results],
+        }
+
+
+def score_turn(expect: dict[str, Any], reply: str, events: list[dict[str, Any]]) -> dict[str, bool]:
+    checks: dict[str, bool] = {}
+    lowered = reply.lower()
+    for phrase in expect.get("contains", []):
+        checks[f"contains:{phrase}"] = phrase.lower() in lowered
+    if "intent" in expect:
+        intents = {e.get("data", {}).get("intent") for e in events if e.get("type") == "intent"}
+        checks["intent"] = expect["intent"] in intents
+    if "tool" in expect:
+        tools = {e.get("data", {}).get("tool") for e in events if e.get("type") == "tool_called"}
+        checks["tool"] = expect["tool"] in tools
+    if "handoff" in expect:
+        checks["handoff"] = any(e.get("type") == "handoff" for e in events) == bool(expect["handoff"])
+    return checks
+
+
+async def run_conversation(
+    client: httpx.AsyncClient, conv: dict[str, Any], model: str, max_tokens: int
+) -> list[TurnResult]:
+    session = f"eval-{conv['id']}-{uuid.uuid4().hex[:8]}"
+    results = []
+    for n, turn in enumerate(conv["turns"]):
+        started = time.perf_counter()
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": turn["user"]}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "session_id": session,
+        }
+        reply, events, error = "", [], ""
+        try:
+            response = await client.post("/v1/chat/completions", json=body)
+            data = response.json()
+            if response.status_code != 200:
+                error = f"HTTP {response.status_code}: {data.get('error', {}).get('message', '')}"
+            else:
+                reply = data["choices"][0]["message"].get("content") or ""
+                events = data.get("events", [])
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        checks = {} if error else score_turn(turn.get("expect", {}), reply, events)
+        results.append(
+            TurnResult(
+                conv["id"],
+                conv.get("category", "other"),
+                n,
+                turn["user"],
+                reply,
+                checks,
+                round(time.perf_counter() - started, 3),
+                error,
+            )
+        )
+    return results
+
+
+async def evaluate(
+    conversations: list[dict[str, Any]],
+    url: str,
+    api_key: str | None,
+    model: str,
+    max_tokens: int,
+    concurrency: int,
+    console: Console,
+) -> Report:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    report = Report()
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+        with Progress(console=console, transient=False) as progress:
+            task = progress.add_task("evaluating", total=len(conversations))
+
+            async def one(conv: dict[str, Any]) -> None:
+                async with gate:
+                    report.results.extend(await run_conversation(client, conv, model, max_tokens))
+                    progress.advance(task)
+
+            await asyncio.gather(*(one(c) for c in conversations))
+    report.results.sort(key=lambda r: (r.category, r.conversation, r.turn))
+    return report
+
+
+def print_report(report: Report, console: Console) -> None:
+    table = Table(title=f"accuracy {report.accuracy:.1%} over {len(report.results)} turns")
+    table.add_column("category")
+    table.add_column("passed", justify="right")
+    table.add_column("accuracy", justify="right")
+    for category, (passed, total) in report.by_category().items():
+        table.add_row(category, f"{passed}/{total}", f"{passed / total:.0%}")
+    console.print(table)
+
+
+@click.command("eval")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The mesh's front door (Envoy) or a gateway.",
+)
+@click.option(
+    "--api-key", envvar="CLAWDBOT_API_KEY", default=None, help="Bearer key, when the gateway asks for one."
+)
+@click.option("--model", default="shop-assistant", show_default=True)
+@click.option("--max-tokens", default=200, show_default=True)
+@click.option("--concurrency", default=4, show_default=True)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON report here.",
+)
+@click.option(
+    "--min-accuracy", type=float, default=None, help="Exit 1 when the accuracy is below this (for CI)."
+)
+def eval_command(
+    file: Path,
+    url: str,
+    api_key: str | None,
+    model: str,
+    max_tokens: int,
+    concurrency: int,
+    report_path: Path | None,
+    min_accuracy: float | None,
+) -> None:
+    """Run the conversations in FILE through the mesh and print accuracy per category."""
+    console = Console(stderr=True)
+    conversations = [
+        json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    report = asyncio.run(evaluate(conversations, url, api_key, model, max_tokens, concurrency, console))
+    print_report(report, console)
+    if report_path is not None:
+        report_path.write_text(
+            json.dumps(report.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+        )
+    click.echo(json.dumps({"accuracy": round(report.accuracy, 4), "turns": len(report.results)}))
+    if min_accuracy is not None and report.accuracy < min_accuracy:
+        raise SystemExit(1)
