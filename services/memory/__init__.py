@@ -1,1 +1,1 @@
-"""services/memory."""
+"""Session memory: conversations in Redis or the embedded store, served as clawdbot.v1.Memory (docs/memory.md)."""
