@@ -1,0 +1,1 @@
+"""The built-in implementation of each plugin kind, one module per kind."""

@@ -1,0 +1,184 @@
+"""handoff: escalation to a person when the user asks for one, after repeated failures, or on
+strongly negative sentiment; emits a `handoff` event and a reply.
+
+Failures are counted per session: replies matching a failure pattern (seen on the output side)
+and the user asking the same question again. The counts live in this process (bounded LRU).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from clawdbot.services.plugins.base import PluginContext, PluginSettings, localized
+from clawdbot.services.plugins.builtin.text import find_term, normalize, normalize_question
+from clawdbot.services.plugins.kinds import HandoffDecision, HandoffPlugin
+from clawdbot.services.plugins.types import Event, InputState, ReplyChange, ReplyState
+
+NEGATIVE = [
+    "垃圾",
+    "骗子",
+    "骗人",
+    "太差",
+    "很差",
+    "差劲",
+    "气死",
+    "失望",
+    "投诉",
+    "愤怒",
+    "恶心",
+    "坑人",
+    "差评",
+    "烂透",
+    "忍无可忍",
+    "退钱",
+    "terrible",
+    "awful",
+    "worst",
+    "scam",
+    "angry",
+    "furious",
+    "useless",
+    "ridiculous",
+    "disappointed",
+    "hate",
+    "complaint",
+    "unacceptable",
+    "garbage",
+    "rip-off",
+    "fraud",
+]
+INTENSIFIERS = ["非常", "太", "真的", "极其", "超级", "very", "so", "extremely", "really", "totally"]
+
+
+@dataclass
+class SessionState:
+    failures: int = 0
+    last_question: str = ""
+
+
+class HandoffSettings(PluginSettings):
+    request_keywords: list[str] = Field(
+        default_factory=lambda: [
+            "转人工",
+            "人工客服",
+            "找人工",
+            "真人客服",
+            "human agent",
+            "real person",
+            "talk to a human",
+            "speak to a person",
+            "live agent",
+        ]
+    )
+    failure_patterns: list[str] = Field(
+        default_factory=lambda: [
+            "抱歉，我不太明白",
+            "我不确定",
+            "无法回答",
+            "i'm not sure",
+            "i don't understand",
+            "i cannot answer",
+        ]
+    )
+    max_failures: int = Field(default=2, ge=1)
+    negative_words: list[str] = Field(default_factory=lambda: list(NEGATIVE))
+    sentiment_threshold: float = Field(default=2.0, gt=0)  # negative score at or past this hands off
+    max_sessions: int = Field(default=50_000, gt=0)
+    replies: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "request": {
+                "zh": "好的，正在为您转接人工客服，请稍候。",
+                "en": "Sure, I'm transferring you to a human agent. Please wait a moment.",
+            },
+            "failures": {
+                "zh": "抱歉没能解决您的问题，已为您转接人工客服。",
+                "en": "Sorry I couldn't solve this. I'm handing you over to a human agent.",
+            },
+            "sentiment": {
+                "zh": "非常抱歉给您带来不好的体验，已为您转接人工客服优先处理。",
+                "en": "I'm very sorry about this experience. A human agent will take over right away.",
+            },
+        }
+    )
+
+
+def sentiment_score(text: str, negative: list[str]) -> float:
+    """Negative words count 1 each (1.5 after an intensifier); each "!" adds 0.25 once a word was found."""
+    norm = normalize(text)
+    score = 0.0
+    for word in negative:
+        start = 0
+        while (index := find_term(norm, word, start)) >= 0:
+            before = norm[max(0, index - 6) : index]
+            score += 1.5 if any(i in before for i in INTENSIFIERS) else 1.0
+            start = index + len(word)
+    if score:
+        score += 0.25 * min(4, text.count("!") + text.count("！"))
+    return score
+
+
+class HumanHandoff(HandoffPlugin[HandoffSettings]):
+    settings_model = HandoffSettings
+    description = (
+        "Hands the conversation to a person on request, after repeated failures, or on negative sentiment."
+    )
+
+    def __init__(self, name: str, settings: HandoffSettings, context: PluginContext) -> None:
+        super().__init__(name, settings, context)
+        self.sessions: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
+        self._lock = threading.Lock()
+        self.requests = [normalize(k) for k in settings.request_keywords]
+        self.failures = [normalize(p) for p in settings.failure_patterns]
+        self.negative = [normalize(w) for w in settings.negative_words]
+
+    def _session(self, tenant: str, session_id: str) -> SessionState:
+        key = (tenant, session_id)
+        with self._lock:
+            state = self.sessions.pop(key, None) or SessionState()
+            self.sessions[key] = state
+            while len(self.sessions) > self.settings.max_sessions:
+                self.sessions.popitem(last=False)
+            return state
+
+    def _reply(self, reason: str, language: str) -> str:
+        return localized(self.settings.replies.get(reason, {}), language or "zh")
+
+    def assess(self, state: InputState) -> HandoffDecision | None:
+        norm = normalize(state.text)
+        language = state.language
+        hit = next((k for k in self.requests if find_term(norm, k) >= 0), None)
+        if hit is not None:
+            return HandoffDecision(
+                "request", f"the user asked for a person ({hit!r})", self._reply("request", language)
+            )
+        score = sentiment_score(state.text, self.negative)
+        if score >= self.settings.sentiment_threshold:
+            return HandoffDecision(
+                "sentiment", f"negative sentiment score {score:.2f}", self._reply("sentiment", language)
+            )
+        session = self._session(state.turn.tenant, state.turn.session_id)
+        question = normalize_question(state.text)
+        if question and question == session.last_question:
+            session.failures += 1
+        session.last_question = question
+        if session.failures >= self.settings.max_failures:
+            count = session.failures
+            session.failures = 0
+            return HandoffDecision(
+                "failures", f"{count} failed turns in this session", self._reply("failures", language)
+            )
+        return None
+
+    async def postprocess(self, state: ReplyState) -> ReplyChange | None:
+        norm = normalize(state.reply)
+        if not any(p in norm for p in self.failures):
+            return None
+        session = self._session(state.turn.tenant, state.turn.session_id)
+        session.failures += 1
+        return ReplyChange(
+            events=[Event("failure_counted", self.name, data={"failures": str(session.failures)})]
+        )

@@ -1,0 +1,84 @@
+"""language: the user's language by lingua, and the reply language's instructions and templates.
+
+The detector covers only the configured languages (fewer languages: faster and more accurate)
+and is built once per process, on first use, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clawdbot.services.plugins.base import PluginSettings
+from clawdbot.services.plugins.builtin.text import cjk_share
+from clawdbot.services.plugins.kinds import LanguageGuess, LanguagePlugin
+from clawdbot.services.plugins.types import Contribution, InputState
+
+_DETECTORS: dict[tuple[str, ...], Any] = {}
+_BUILD_LOCK = threading.Lock()
+
+
+def detector_for(codes: tuple[str, ...]) -> Any:
+    """One lingua detector per language set per process (building one is the slow part)."""
+    with _BUILD_LOCK:
+        if codes not in _DETECTORS:
+            from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+            languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())) for code in codes]
+            _DETECTORS[codes] = LanguageDetectorBuilder.from_languages(*languages).build()
+        return _DETECTORS[codes]
+
+
+class LanguageTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    locale: str  # "zh-CN", "en-US"
+    instruction: str  # the system instruction for replies in this language
+    templates: dict[str, str] = Field(default_factory=dict)  # locale-specific phrases, passed as metadata
+
+
+class LanguageSettings(PluginSettings):
+    languages: list[str] = Field(default_factory=lambda: ["zh", "en"], min_length=1)
+    default: str = "zh"
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    templates: dict[str, LanguageTemplate] = Field(default_factory=dict)
+
+
+class LinguaLanguage(LanguagePlugin[LanguageSettings]):
+    settings_model = LanguageSettings
+    description = "Detects the user's language with lingua and sets the reply language, locale and templates."
+
+    def _detect(self, text: str) -> LanguageGuess:
+        if not text.strip():
+            return LanguageGuess(self.settings.default, 0.0)
+        if "zh" in self.settings.languages and cjk_share(text) >= 0.3:
+            # Chinese characters decide it even in mixed text ("我的 Xiaomi 14 订单"): lingua would weigh the Latin words.
+            return LanguageGuess("zh", max(0.9, cjk_share(text)))
+        detector = detector_for(tuple(sorted(self.settings.languages)))
+        values = detector.compute_language_confidence_values(text)
+        if not values:
+            return LanguageGuess(self.settings.default, 0.0)
+        best = values[0]
+        code = best.language.iso_code_639_1.name.lower()
+        if best.value < self.settings.min_confidence:
+            return LanguageGuess(self.settings.default, float(best.value))
+        return LanguageGuess(code, float(best.value))
+
+    async def detect(self, text: str) -> LanguageGuess:
+        return await asyncio.to_thread(self._detect, text)
+
+    def instructions(self, code: str) -> list[str]:
+        template = self.settings.templates.get(code)
+        return [template.instruction] if template else []
+
+    async def preprocess(self, state: InputState) -> Contribution | None:
+        guess = await self.detect(state.text)
+        metadata = {"language": guess.code, "language_confidence": f"{guess.confidence:.2f}"}
+        template = self.settings.templates.get(guess.code)
+        if template is not None:
+            metadata["locale"] = template.locale
+            metadata.update({f"template.{key}": value for key, value in template.templates.items()})
+        return Contribution(metadata=metadata, instructions=self.instructions(guess.code))

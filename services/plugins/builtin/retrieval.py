@@ -1,0 +1,227 @@
+"""retrieval: FAQ and document search with BM25 (jieba segmentation for Chinese), optionally fused
+with dense embeddings from a local sentence-embedding model folder.
+
+Passages carry their language so a Chinese question gets Chinese passages when both exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clawdbot.services.plugins.base import PluginContext, PluginSettings
+from clawdbot.services.plugins.builtin.text import has_cjk, normalize
+from clawdbot.services.plugins.kinds import Passage, RetrievalPlugin
+from clawdbot.services.plugins.types import ContextItem, Contribution, InputState
+
+_STOPWORDS = frozenset(
+    [
+        "的",
+        "了",
+        "吗",
+        "呢",
+        "吧",
+        "啊",
+        "是",
+        "我",
+        "你",
+        "我的",
+        "请问",
+        "一下",
+        "怎么",
+        "怎么样",
+        "什么",
+        "多少",
+        "可以",
+        "能",
+        "会",
+        "有",
+        "这个",
+        "那个",
+        "the",
+        "a",
+        "an",
+        "is",
+        "are",
+        "do",
+        "does",
+        "i",
+        "my",
+        "me",
+        "you",
+        "your",
+        "to",
+        "of",
+        "for",
+        "in",
+        "on",
+        "and",
+        "or",
+        "can",
+        "how",
+        "what",
+    ]
+)
+_TOKEN = re.compile(r"\w", re.UNICODE)
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    # faq: JSONL of {"id", "zh": {"q", "a"}, "en": {...}}; markdown: "## " sections split into paragraphs;
+    # jsonl: one {"text", "title"?, "id"?} per line.
+    format: Literal["faq", "markdown", "jsonl"]
+
+
+class DenseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str  # a local Hugging Face model folder (config.json, weights, tokenizer); never downloaded
+    weight: float = Field(default=0.5, ge=0.0, le=1.0)  # share of the dense score in the fused score
+    max_length: int = Field(default=256, ge=8)
+    min_score: float = Field(default=0.3, ge=0.0, le=1.0)  # threshold on the fused score (0..1)
+
+
+class RetrievalSettings(PluginSettings):
+    sources: list[Source] = Field(min_length=1)
+    top_k: int = Field(default=3, ge=1, le=20)
+    min_score: float = Field(default=0.5, ge=0.0)
+    dense: DenseSettings | None = None
+
+
+@dataclass(frozen=True)
+class Doc:
+    text: str
+    source: str
+    title: str
+    language: str
+
+
+def tokenize(text: str) -> list[str]:
+    import jieba
+
+    tokens = []
+    for token in jieba.lcut_for_search(normalize(text)):
+        token = token.strip()
+        if token and _TOKEN.search(token) and token not in _STOPWORDS:
+            tokens.append(token)
+    return tokens
+
+
+def _language(text: str) -> str:
+    return "zh" if has_cjk(text) else "en"
+
+
+def load_docs(path: Path, fmt: str) -> list[Doc]:
+    name = path.name
+    docs: list[Doc] = []
+    if fmt == "faq":
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            for lang in ("zh", "en"):
+                if lang in item:
+                    qa = item[lang]
+                    docs.append(Doc(f"Q: {qa['q']}\nA: {qa['a']}", f"{name}#{item['id']}", qa["q"], lang))
+    elif fmt == "jsonl":
+        for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                item = json.loads(line)
+                doc_id = item.get("id", str(index + 1))
+                docs.append(
+                    Doc(item["text"], f"{name}#{doc_id}", item.get("title", ""), _language(item["text"]))
+                )
+    else:
+        heading, anchor = "", ""
+        for block in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")):
+            block = block.strip()
+            if block.startswith("## "):
+                match = re.match(r"##\s+(.*?)\s*(?:\{#([\w-]+)\})?\s*$", block.splitlines()[0])
+                heading, anchor = (match.group(1), match.group(2) or "") if match else (block[3:], "")
+                continue
+            if block and not block.startswith("#"):
+                docs.append(Doc(block, f"{name}#{anchor}" if anchor else name, heading, _language(block)))
+    return docs
+
+
+class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
+    settings_model = RetrievalSettings
+    description = "BM25 search (jieba for Chinese) over FAQ and policy documents, optionally fused with dense embeddings."
+
+    def __init__(self, name: str, settings: RetrievalSettings, context: PluginContext) -> None:
+        super().__init__(name, settings, context)
+        self.paths = [(context.path(s.path), s.format) for s in settings.sources]
+        for path, _ in self.paths:
+            if not path.is_file():
+                raise ValueError(f"retrieval source {path} does not exist")
+        self.docs: list[Doc] = []
+        self._bm25: Any = None
+        self._dense: Any = None
+
+    async def setup(self) -> None:
+        await asyncio.to_thread(self._build)
+
+    def _build(self) -> None:
+        import bm25s
+        import jieba
+
+        jieba.setLogLevel(60)
+        jieba.initialize()
+        self.docs = [doc for path, fmt in self.paths for doc in load_docs(path, fmt)]
+        corpus = [tokenize(f"{d.title} {d.text}") for d in self.docs]
+        self._bm25 = bm25s.BM25()
+        self._bm25.index(corpus, show_progress=False)
+        if self.settings.dense is not None:
+            from clawdbot.services.plugins.builtin.embeddings import DenseIndex
+
+            dense = self.settings.dense
+            self._dense = DenseIndex(self.context.path(dense.model_dir), dense.max_length)
+            self._dense.index([d.text for d in self.docs])
+
+    def _scores(self, query: str) -> tuple[list[float], float]:
+        """Scores of every document and the threshold they must reach.
+
+        BM25 alone: raw BM25 against `min_score`. With dense: BM25 divided by the best hit (but
+        never by less than `min_score`, so weak keyword hits stay weak) mixed with the cosine
+        similarity, in [0, 1] against `dense.min_score`: a passage BM25 misses entirely can
+        still win on meaning.
+        """
+        tokens = tokenize(query)
+        bm25 = [float(s) for s in self._bm25.get_scores(tokens)] if tokens else [0.0] * len(self.docs)
+        dense_settings = self.settings.dense
+        if self._dense is None or dense_settings is None:
+            return bm25, self.settings.min_score
+        top = max([*bm25, self.settings.min_score, 1e-9])
+        weight = dense_settings.weight
+        similarities = self._dense.similarities(query)
+        fused = [
+            (1 - weight) * s / top + weight * max(0.0, d) for s, d in zip(bm25, similarities, strict=True)
+        ]
+        return fused, dense_settings.min_score
+
+    def _search(self, query: str, k: int, language: str) -> list[Passage]:
+        scores, threshold = self._scores(query)
+        ranked = sorted(range(len(self.docs)), key=lambda i: -scores[i])
+        hits = [i for i in ranked if scores[i] >= threshold and scores[i] > 0]
+        preferred = [i for i in hits if self.docs[i].language == language] if language else []
+        chosen = (preferred or hits)[:k]
+        return [
+            Passage(self.docs[i].text, self.docs[i].source, self.docs[i].title, scores[i]) for i in chosen
+        ]
+
+    async def search(self, query: str, k: int) -> list[Passage]:
+        return await asyncio.to_thread(self._search, query, k, _language(query))
+
+    async def preprocess(self, state: InputState) -> Contribution | None:
+        language = state.language or _language(state.text)
+        passages = await asyncio.to_thread(self._search, state.text, self.settings.top_k, language)
+        context = [ContextItem(p.text, p.source, p.title, p.score) for p in passages]
+        return Contribution(context=context) if context else None

@@ -1,0 +1,1 @@
+"""Plugins a third party might write, used by Clawdbot's tests."""
