@@ -1,0 +1,1 @@
+"""Benchmark scripts (JSON out); results go to docs/perf.md with date and device."""

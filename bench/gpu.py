@@ -1,0 +1,430 @@
+"""Issue 4 on the GPU: correctness first, then speed against transformers on the same weights.
+
+    python -m bench.gpu --out gpu.json [--sections correctness,hf,ours,long,grpc]
+
+Prints one JSON object (and writes it to --out):
+- correctness: greedy tokens of a tiny model, our engine on the CPU (fp32) vs CUDA (fp32, Triton
+  attention, decode graphs); bf16 log-probabilities of our engine vs transformers (bf16 and fp32).
+- hf: transformers `generate()` on ref-336m random weights, bf16, prompt 128, 256 new tokens,
+  greedy: batch 1 (ms per decode step) and batch 256 (output tokens/s).
+- ours: the same weights through `build_engine` (the service's own path: KV pool from free memory,
+  Triton attention, CUDA graphs), INT4 and bf16: single stream, and 256 concurrent requests
+  (prompt 128, output 256, ignore_eos) with TTFT p50/p99.
+- long: one 32k-token generation; KV blocks in use sampled as it grows (flat once the 4,096-token
+  window fills).
+- grpc: `clawdbot serve inference` as a separate process, 256 concurrent Generate streams from this
+  process; output tokens/s and TTFT as the client sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.engine import make_prompts
+from clawdbot.services.inference.dummy import write_dummy
+from clawdbot.services.inference.engine import Engine, StepEvent
+from clawdbot.services.inference.sequence import SamplingParams, Sequence
+from clawdbot.services.inference.service import build_engine
+from clawdbot.services.inference.settings import InferenceSettings
+
+PROMPT, OUTPUT, CONCURRENT = 128, 256, 256
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def drain(queue: asyncio.Queue[StepEvent], start: float) -> tuple[list[int], list[float]]:
+    tokens: list[int] = []
+    times: list[float] = []
+    while True:
+        event = await queue.get()
+        now = time.perf_counter() - start
+        tokens += [t.token for t in event.tokens]
+        times += [now] * len(event.tokens)
+        if event.finish is not None or event.error is not None:
+            return tokens, times
+
+
+async def load_test(engine: Engine, prompts: list[list[int]], gen: int, tag: str) -> dict[str, Any]:
+    params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+    start = time.perf_counter()
+    queues = [engine.submit(Sequence(f"{tag}-{i}", list(p), params)) for i, p in enumerate(prompts)]
+    results = await asyncio.gather(*(drain(q, start) for q in queues))
+    elapsed = time.perf_counter() - start
+    tokens = sum(len(t) for t, _ in results)
+    ttft = [times[0] for _, times in results if times]
+    gaps = [b - a for _, times in results for a, b in itertools.pairwise(times) if b > a]
+    return {
+        "requests": len(prompts),
+        "seconds": round(elapsed, 3),
+        "output_tokens": tokens,
+        "output_tokens_per_s": round(tokens / elapsed, 1),
+        "ttft_ms_p50": round(percentile(ttft, 50) * 1e3, 2),
+        "ttft_ms_p99": round(percentile(ttft, 99) * 1e3, 2),
+        "decode_step_ms_mean": round(statistics.mean(gaps) * 1e3, 3) if gaps else None,
+    }
+
+
+def engine_for(folder: Path, quantization: str, dtype: str = "auto", **overrides: Any) -> Engine:
+    settings = InferenceSettings(
+        model=folder,
+        quantization=quantization,
+        device="cuda",
+        dtype=dtype,
+        max_num_seqs=CONCURRENT,
+        max_num_batched_tokens=8192,
+        max_waiting=1024,
+        **overrides,
+    )
+    engine, _ = build_engine(settings)
+    engine.start()
+    return engine
+
+
+async def greedy(engine: Engine, prompts: list[list[int]], gen: int, tag: str) -> list[list[int]]:
+    params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+    queues = [engine.submit(Sequence(f"{tag}-{i}", list(p), params)) for i, p in enumerate(prompts)]
+    return [tokens for tokens, _ in await asyncio.gather(*(drain(q, 0.0) for q in queues))]
+
+
+async def correctness(work: Path) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    folder = write_dummy("tiny", work / "tiny")
+    prompts = make_prompts(4, 40, 512, seed=3)
+    out: dict[str, Any] = {}
+    runs = {}
+    for device in ("cpu", "cuda"):
+        settings = InferenceSettings(
+            model=folder, device=device, dtype="float32", max_num_seqs=8, num_kv_blocks=512
+        )
+        engine, _ = build_engine(settings)
+        engine.start()
+        try:
+            runs[device] = await greedy(engine, prompts, 64, f"c-{device}")
+        finally:
+            engine.stop()
+    out["fp32_cpu_vs_cuda_greedy_identical"] = runs["cpu"] == runs["cuda"]
+    out["fp32_first_divergence"] = [
+        next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), None)
+        for x, y in zip(runs["cpu"], runs["cuda"], strict=True)
+    ]
+    # bf16: our top-20 log-probabilities at the first generated position vs transformers'.
+    engine, _ = build_engine(
+        InferenceSettings(model=folder, device="cuda", dtype="bfloat16", max_num_seqs=8, num_kv_blocks=512)
+    )
+    engine.start()
+    try:
+        params = SamplingParams(
+            temperature=0.0, max_tokens=1, ignore_eos=True, logprobs=True, top_logprobs=20
+        )
+        queues = [engine.submit(Sequence(f"lp-{i}", list(p), params)) for i, p in enumerate(prompts)]
+        events = [await q.get() for q in queues]
+    finally:
+        engine.stop()
+    ids = torch.tensor(prompts, device="cuda")
+    diffs: dict[str, float] = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        hf = (
+            AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="eager")
+            .cuda()
+            .eval()
+        )
+        with torch.no_grad():
+            ref = torch.log_softmax(hf(ids).logits[:, -1].float(), dim=-1)
+        worst = 0.0
+        for row, event in enumerate(events):
+            top = event.tokens[0].top or []
+            for token, logprob in top:
+                worst = max(worst, abs(logprob - float(ref[row, token])))
+        diffs[name] = round(worst, 4)
+        if name == "bf16":
+            hf_bf16 = ref
+        del hf
+    hf32 = (
+        AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="eager")
+        .cuda()
+        .eval()
+    )
+    with torch.no_grad():
+        ref32 = torch.log_softmax(hf32(ids).logits[:, -1].float(), dim=-1)
+    out["bf16_top20_logprob_max_abs_diff"] = {
+        "ours_vs_transformers_bf16": diffs["bf16"],
+        "ours_vs_transformers_fp32": diffs["fp32"],
+        "transformers_bf16_vs_fp32": round(float((hf_bf16 - ref32).abs().max()), 4),
+    }
+    return out
+
+
+async def ours(folder: Path, sections: set[str]) -> dict[str, Any]:
+    prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
+    result: dict[str, Any] = {}
+    for quant in ("int4", "none"):
+        engine = engine_for(folder, quant)
+        try:
+            await load_test(engine, prompts[:4], 4, f"w-{quant}")  # warm-up
+            single = await load_test(engine, prompts[:1], OUTPUT, f"s-{quant}")
+            loaded = await load_test(engine, prompts, OUTPUT, f"b-{quant}")
+            result[quant] = {
+                "single_stream": single,
+                "concurrent_256": loaded,
+                "kv_capacity_tokens": engine.capacity_tokens,
+                "graph_buckets": engine.runner.decode_graphs.buckets if engine.runner.decode_graphs else None,
+            }
+        finally:
+            engine.stop()
+            del engine
+            torch.cuda.empty_cache()
+    return result
+
+
+def long_context_copy(folder: Path, context: int) -> Path:
+    """The same weights (symlinked) with a longer max_position_embeddings."""
+    long_folder = folder.parent / f"{folder.name}-ctx{context}"
+    if not long_folder.exists():
+        long_folder.mkdir()
+        for item in folder.iterdir():
+            if item.name != "config.json":
+                (long_folder / item.name).symlink_to(item)
+        config = json.loads((folder / "config.json").read_text())
+        config["max_position_embeddings"] = context
+        (long_folder / "config.json").write_text(json.dumps(config))
+    return long_folder
+
+
+async def long_generation(folder: Path, length: int = 32768) -> dict[str, Any]:
+    """One request generating `length` tokens; KV blocks in use every 1,024 tokens."""
+    long_folder = long_context_copy(folder, length + 1024)
+    settings = InferenceSettings(model=long_folder, quantization="int4", device="cuda", max_num_seqs=4)
+    engine, _ = build_engine(settings)
+    engine.start()
+    try:
+        params = SamplingParams(temperature=0.0, max_tokens=length, ignore_eos=True)
+        queue = engine.submit(Sequence("long", make_prompts(1, PROMPT, 32000, seed=5)[0], params))
+        samples: list[tuple[int, int]] = []
+        produced = 0
+        start = time.perf_counter()
+        while True:
+            event = await queue.get()
+            before = produced
+            produced += len(event.tokens)
+            if produced // 1024 != before // 1024:
+                samples.append((produced, engine.blocks.num_used()))
+            if event.finish is not None or event.error is not None:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        engine.stop()
+    # Samples taken while the request was still running (the last one may follow its release).
+    after_window = [blocks for tokens, blocks in samples if 4096 + 1024 <= tokens < length]
+    return {
+        "tokens": produced,
+        "seconds": round(elapsed, 1),
+        "ms_per_token": round(elapsed / max(1, produced) * 1e3, 3),
+        "blocks_in_use_every_1024": samples,
+        "flat_after_window": len(set(after_window)) <= 2 and max(after_window) - min(after_window) <= 1,
+    }
+
+
+@torch.inference_mode()
+def hf_generate(model: Any, prompts: list[list[int]], gen: int) -> dict[str, Any]:
+    """transformers `generate()` on CUDA inputs: greedy, exactly `gen` new tokens, synchronised timing."""
+    ids = torch.tensor(prompts, device="cuda")
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=gen,
+        min_new_tokens=gen,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    tokens = int(out[:, ids.shape[1] :].numel())
+    return {
+        "requests": len(prompts),
+        "seconds": round(elapsed, 3),
+        "output_tokens": tokens,
+        "output_tokens_per_s": round(tokens / elapsed, 1),
+        "ms_per_decode_step": round(elapsed / gen * 1e3, 2),
+    }
+
+
+def hf_numbers(folder: Path) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).cuda().eval()
+    prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
+    hf_generate(model, prompts[:1], 4)  # warm-up
+    result = {
+        "batch_1": hf_generate(model, prompts[:1], OUTPUT),
+        "batch_256": hf_generate(model, prompts, OUTPUT),
+    }
+    del model
+    torch.cuda.empty_cache()
+    return result
+
+
+def grpc_numbers(folder: Path, logs: Path) -> dict[str, Any]:
+    """The service as its own process; this process is the client."""
+    from clawdbot.shared.processes import ServiceProcess, free_port
+
+    proc = ServiceProcess(
+        "inference",
+        free_port(),
+        args=[
+            "--model",
+            str(folder),
+            "--quantization",
+            "int4",
+            "--device",
+            "cuda",
+            "--max-num-seqs",
+            str(CONCURRENT),
+            "--max-num-batched-tokens",
+            "8192",
+            "--max-waiting",
+            "1024",
+        ],
+        log_path=logs / "inference-service.log",
+    )
+    proc.start()
+    try:
+        asyncio.run(proc.wait_serving(100))
+        client = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.grpc_client",
+                proc.target,
+                str(CONCURRENT),
+                str(PROMPT),
+                str(OUTPUT),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if client.returncode != 0:
+            return {"error": client.stderr[-2000:]}
+        return json.loads(client.stdout)
+    finally:
+        proc.stop()
+
+
+def wait_for_free_memory(fraction: float, seconds: float) -> None:
+    """Until `fraction` of the card is free again (a child's CUDA context is torn down after it exits)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        free, total = torch.cuda.mem_get_info()
+        if free >= fraction * total:
+            return
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sections", default="correctness,hf,ours,long,grpc")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    import transformers
+    import triton
+
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "triton": triton.__version__,
+        "command": " ".join(sys.argv),
+    }
+    work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
+
+    def emit() -> None:
+        text = json.dumps(report, indent=1)
+        if args.out:
+            args.out.write_text(text + "\n")
+
+    if args.child:
+        # One section in this process (its own CUDA context): print its JSON and leave.
+        folder = Path(args.folder) if args.folder else write_dummy("ref-336m", work / "ref-336m")
+        runners = {
+            "correctness": lambda: asyncio.run(correctness(work)),
+            "transformers": lambda: hf_numbers(folder),
+            "ours": lambda: asyncio.run(ours(folder, sections)),
+            "grpc": lambda: grpc_numbers(folder, args.out.parent if args.out else work),
+            "long": lambda: asyncio.run(long_generation(folder)),
+        }
+        print(json.dumps(runners[args.child]()))
+        shutil.rmtree(work, ignore_errors=True)
+        return
+
+    def section(name: str, seconds: float, folder: Path) -> None:
+        """One section in a child process under a time limit, so each starts with the whole card free;
+        a failure is recorded and the next section still runs."""
+        wait_for_free_memory(0.8, 60)  # the previous child's memory is released asynchronously
+        started = time.perf_counter()
+        command = [
+            sys.executable,
+            "-m",
+            "bench.gpu",
+            "--child",
+            name,
+            "--folder",
+            str(folder),
+            "--sections",
+            args.sections,
+        ]
+        if args.out:
+            command += ["--out", str(args.out.parent / f"{name}.json")]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=seconds)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+            report[name] = (
+                json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr[-3000:]}
+            )
+        except subprocess.TimeoutExpired as exc:
+            report[name] = {
+                "error": f"timed out after {seconds}s",
+                "stderr": (exc.stderr or b"")[-2000:].decode(errors="replace"),
+            }
+        report.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
+        emit()
+
+    try:
+        folder = write_dummy("ref-336m", work / "ref-336m")
+        limits = {"correctness": 90, "transformers": 120, "ours": 180, "grpc": 120, "long": 150}
+        for name in ("correctness", "ours", "transformers", "grpc", "long"):
+            if name in sections or (name == "transformers" and "hf" in sections):
+                section(name, limits[name], folder)
+    finally:
+        emit()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

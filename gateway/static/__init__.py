@@ -1,0 +1,1 @@
+"""The web chat page (package data: index.html, app.js, app.css)."""

@@ -1,0 +1,74 @@
+"""What the engine does differently on a CUDA device: faster attention, decode graphs, a KV pool
+sized from the memory that is actually free.
+
+Kept apart from the device-neutral engine so the CPU path has no CUDA branches: the service calls
+`kv_blocks_for_gpu` before building the engine and `accelerate` after.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.cuda_graphs import DecodeGraphs
+from clawdbot.services.inference.model_runner import ModelRunner, kv_block_bytes
+
+log = logging.getLogger("clawdbot.inference.gpu")
+
+# Kept free beside the KV pool for activations, the sampler, graph pools and allocator slack.
+WORKSPACE_BYTES = 2 << 30
+
+
+def kv_blocks_for_gpu(
+    config: ModelConfig, block_size: int, dtype: torch.dtype, device: torch.device, utilization: float
+) -> int:
+    """KV blocks that fit in `utilization` of the card once the weights are loaded."""
+    free, total = torch.cuda.mem_get_info(device)
+    # Our share of the card, less what this process already holds (the weights), bounded by what is
+    # really free: the card may be shared with other processes.
+    ours = total * utilization - torch.cuda.memory_reserved(device)
+    budget = min(ours, free) - WORKSPACE_BYTES
+    blocks = int(budget // kv_block_bytes(config, block_size, dtype))
+    if blocks < 2:
+        raise RuntimeError(
+            f"no room for a KV cache: {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB at "
+            f"gpu_memory_utilization={utilization}"
+        )
+    tokens = blocks * block_size
+    log.info(
+        "kv cache sized from free GPU memory",
+        extra={
+            "blocks": blocks,
+            "tokens": tokens,
+            "gib": round(blocks * kv_block_bytes(config, block_size, dtype) / 2**30, 2),
+        },
+    )
+    return blocks
+
+
+def use_triton_attention(runner: ModelRunner) -> bool:
+    """Swap the decoder's attention for the Triton kernels when they can run here."""
+    from clawdbot.services.inference.kernels import triton_available, triton_paged_attention
+
+    if runner.device.type != "cuda" or not triton_available():
+        return False
+    runner.model.backend = triton_paged_attention
+    return True
+
+
+def accelerate(
+    runner: ModelRunner, max_num_seqs: int, context_length: int, *, graphs: bool = True
+) -> DecodeGraphs | None:
+    """Triton attention, then decode graphs for every batch bucket up to `max_num_seqs`."""
+    if runner.device.type != "cuda":
+        return None
+    triton = use_triton_attention(runner)
+    if not graphs or not triton or runner.config.rope.kind == "dynamic":
+        log.info("cuda graphs off", extra={"triton": triton, "rope": runner.config.rope.kind})
+        return None
+    decode = DecodeGraphs(runner, max_num_seqs, context_length)
+    decode.capture()
+    runner.decode_graphs = decode
+    return decode

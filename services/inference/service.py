@@ -1,0 +1,133 @@
+"""Wiring: settings -> model -> engine -> gRPC host. The only place that knows all three."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.dummy import write_dummy
+from clawdbot.services.inference.engine import Engine, EngineConfig
+from clawdbot.services.inference.gpu import accelerate, kv_blocks_for_gpu
+from clawdbot.services.inference.model.loader import load_model, resolve_dtype
+from clawdbot.services.inference.sequence import SamplingParams
+from clawdbot.services.inference.server import InferenceServicer
+from clawdbot.services.inference.settings import InferenceSettings
+from clawdbot.shared.errors import InvalidArgument
+from clawdbot.shared.grpc_server import ServiceHost
+from clawdbot.v1 import inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger("clawdbot.inference")
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def model_folder(settings: InferenceSettings) -> Path:
+    if settings.model is not None:
+        return settings.model
+    if settings.dummy is not None:
+        folder = Path(tempfile.mkdtemp(prefix=f"clawdbot-dummy-{settings.dummy}-"))
+        return write_dummy(settings.dummy, folder)
+    raise InvalidArgument("give a model folder (--model) or a dummy shape (--dummy)", field="model")
+
+
+def quantization_label(config: ModelConfig, settings: InferenceSettings) -> str:
+    saved = config.quantization
+    if saved is not None:
+        return f"int4-g{saved.get('group_size', 128)}"
+    return f"int4-g{settings.group_size}" if settings.quantization == "int4" else "none"
+
+
+def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.ModelInfoResponse]:
+    """Load the model and build the engine (blocking; run it off the event loop)."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = torch.device(settings.device)
+    folder = model_folder(settings)
+    model, config = load_model(
+        folder,
+        device=device,
+        dtype=settings.dtype,
+        quantization=settings.quantization,
+        lm_head=settings.lm_head,
+        group_size=settings.group_size,
+    )
+    dtype = resolve_dtype(settings.dtype, device)
+    num_blocks = settings.num_kv_blocks
+    if device.type == "cuda" and num_blocks is None:
+        num_blocks = kv_blocks_for_gpu(
+            config, settings.block_size, dtype, device, settings.gpu_memory_utilization
+        )
+    engine = Engine(
+        model,
+        config,
+        EngineConfig(
+            block_size=settings.block_size,
+            num_blocks=num_blocks,
+            kv_cache_bytes=int(settings.kv_cache_gb * (1 << 30)),
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            max_waiting=settings.max_waiting,
+            prefix_caching=settings.prefix_caching,
+        ),
+        device,
+        dtype,
+    )
+    accelerate(engine.runner, settings.max_num_seqs, config.context_length, graphs=settings.cuda_graphs)
+    info = inference_pb2.ModelInfoResponse(
+        name=settings.dummy or config.name,
+        architecture=config.architecture,
+        context_length=config.context_length,
+        sliding_windows=list(config.layer_windows),
+        quantization=quantization_label(config, settings),
+        vocab_size=config.vocab_size,
+        eos_token_ids=list(config.eos_token_ids),
+        dtype=DTYPE_NAMES[dtype],
+        device=str(device),
+        num_layers=config.num_layers,
+        kv_block_size=settings.block_size,
+        kv_capacity_tokens=engine.capacity_tokens,
+        max_num_seqs=settings.max_num_seqs,
+    )
+    return engine, info
+
+
+async def warm_up(engine: Engine) -> None:
+    """One short request through the whole path, so the first client does not pay for lazy init."""
+    params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
+    await engine.generate([1, 2, 3], params, request_id="__warmup__")
+
+
+class InferenceService:
+    """The host with health NOT_SERVING until the model is loaded and warmed."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.host = ServiceHost("inference", settings)
+        self.engine: Engine | None = None
+        self.servicer = InferenceServicer()
+        self.host.add_service(
+            "clawdbot.v1.Inference",
+            lambda server: inference_pb2_grpc.add_InferenceServicer_to_server(self.servicer, server),
+        )
+
+    async def startup(self) -> None:
+        engine, info = await asyncio.to_thread(build_engine, self.settings)
+        engine.start()
+        await warm_up(engine)
+        self.engine = engine
+        self.servicer.bind(engine, info)
+        log.info(
+            "model ready",
+            extra={"model": info.name, "quantization": info.quantization, "kv_blocks": engine.num_blocks},
+        )
+
+    async def shutdown(self) -> None:
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.stop)
+
+    async def run(self) -> None:
+        await self.host.run(self.startup, self.shutdown)

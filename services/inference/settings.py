@@ -1,0 +1,33 @@
+"""Settings of the inference service (YAML section `inference`, env CLAWDBOT_INFERENCE_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from clawdbot.shared.config import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    section: ClassVar[str] = "inference"
+
+    port: int = 50052
+    model: Path | None = None  # a Hugging Face folder (config.json + safetensors) or ours from `quantize`
+    dummy: str | None = None  # or a named shape with random weights: "tiny", "ref-336m"
+    quantization: Literal["none", "int4"] = "none"
+    lm_head: Literal["16bit", "int4"] = "16bit"
+    group_size: int = 128
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: as many as kv_cache_gb holds
+    kv_cache_gb: float = 1.0
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 512
+    max_waiting: int = 256
+    prefix_caching: bool = True
+    gpu_memory_utilization: float = (
+        0.9  # CUDA: share of the card for weights + KV cache (KV pool from what is free)
+    )
+    cuda_graphs: bool = True  # CUDA: capture decode graphs per batch bucket
+    threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default)

@@ -1,0 +1,271 @@
+"""The inference service over real gRPC: parity with transformers, bad input, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import torch
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
+
+from clawdbot.services.inference.service import InferenceService
+from clawdbot.services.inference.settings import InferenceSettings
+from clawdbot.services.inference.testing import eventually, reference_greedy, tiny_model, torch_threads
+from clawdbot.shared.channels import create_channel
+from clawdbot.shared.interceptors import STATUS_DETAILS_KEY
+from clawdbot.shared.processes import health_status
+from clawdbot.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+async def running_service(folder: Path, port: int, **overrides: Any) -> InferenceService:
+    options: dict[str, Any] = {"block_size": 4, "num_kv_blocks": 256, "max_num_batched_tokens": 64}
+    options.update(overrides)
+    settings = InferenceSettings(model=folder, port=port, log_level="WARNING", grace_seconds=1.0, **options)
+    service = InferenceService(settings)
+    await service.host.start()
+    # The port is open but the model is not loaded: health says so.
+    assert await health_status(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.NOT_SERVING
+    await service.startup()
+    await service.host.set_serving(True)
+    return service
+
+
+async def stopped(service: InferenceService) -> None:
+    await service.host.stop()
+    await service.shutdown()
+
+
+@pytest.fixture
+async def mistral(
+    tmp_path: Path, port: int
+) -> AsyncIterator[tuple[InferenceService, Any, inference_pb2_grpc.InferenceStub]]:
+    hf = tiny_model("mistral", tmp_path, seed=21)
+    service = await running_service(tmp_path, port)
+    async with create_channel(f"127.0.0.1:{port}") as channel:
+        yield service, hf, inference_pb2_grpc.InferenceStub(channel)
+    await stopped(service)
+
+
+def request(prompt: list[int], request_id: str = "", **sampling: Any) -> inference_pb2.GenerateRequest:
+    return inference_pb2.GenerateRequest(
+        request_id=request_id, prompt_token_ids=prompt, sampling=inference_pb2.SamplingParams(**sampling)
+    )
+
+
+async def generate(
+    stub: inference_pb2_grpc.InferenceStub, req: inference_pb2.GenerateRequest
+) -> tuple[list[int], Any]:
+    tokens: list[int] = []
+    last = None
+    async for message in stub.Generate(req, timeout=120):
+        tokens.extend(message.token_ids)
+        last = message
+    return tokens, last
+
+
+def prompt_of(length: int, seed: int) -> list[int]:
+    return torch.randint(3, 512, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+async def test_64_greedy_tokens_and_logprobs_match_transformers_through_grpc(
+    family: str, tmp_path: Path, port: int
+) -> None:
+    hf = tiny_model(family, tmp_path, seed=20)
+    prompt = prompt_of(40, seed=20)  # longer than the window (16) of mistral / qwen2
+    expected = reference_greedy(hf, prompt, 64)
+    with torch.no_grad():  # teacher-forced fp32 log-probabilities of every generated position
+        reference = hf(torch.tensor([prompt + expected])).logits[0, 39:-1].log_softmax(-1)
+    service = await running_service(tmp_path, port)
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            info = await stub.ModelInfo(inference_pb2.ModelInfoRequest())
+            assert info.architecture == family and info.vocab_size == 512 and info.quantization == "none"
+            assert list(info.sliding_windows) == list(service.engine.config.layer_windows)  # type: ignore[union-attr]
+            messages = [
+                m
+                async for m in stub.Generate(
+                    request(
+                        prompt, temperature=0.0, max_tokens=64, ignore_eos=True, logprobs=True, top_logprobs=5
+                    ),
+                    timeout=120,
+                )
+            ]
+    finally:
+        await stopped(service)
+    tokens = [t for m in messages for t in m.token_ids]
+    positions = [p for m in messages for p in m.logprobs]
+    assert tokens == expected
+    ours = torch.tensor([[p.chosen.logprob] + [a.logprob for a in p.top] for p in positions])
+    theirs = torch.stack(
+        [torch.cat([reference[i, t : t + 1], reference[i].topk(5).values]) for i, t in enumerate(expected)]
+    )
+    assert (ours - theirs).abs().max().item() <= 1e-4  # prefill (first row) and every decode step
+    last = messages[-1]
+    assert last.finish_reason == common_pb2.FINISH_REASON_LENGTH
+    assert last.usage.prompt_tokens == 40 and last.usage.completion_tokens == 64
+
+
+def violation(err: grpc.aio.AioRpcError) -> str:
+    """The field named in the google.rpc.BadRequest details of an error."""
+    for key, value in err.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY:
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    return bad.field_violations[0].field
+    return ""
+
+
+BAD_INPUTS = [
+    ({"prompt": []}, "prompt_token_ids"),
+    ({"prompt": [5] * 512}, "prompt_token_ids"),  # the context is 512
+    ({"max_tokens": -1}, "sampling.max_tokens"),
+    ({"max_tokens": 600}, "sampling.max_tokens"),
+    ({"prompt": [5, 9, 512]}, "prompt_token_ids[2]"),
+    ({"temperature": -0.5}, "sampling.temperature"),
+    ({"top_p": 0.0}, "sampling.top_p"),
+    ({"top_p": 1.5}, "sampling.top_p"),
+    ({"top_logprobs": 21}, "sampling.top_logprobs"),
+    ({"stop_token_ids": [9999]}, "sampling.stop_token_ids[0]"),
+]
+
+
+async def test_bad_input_is_invalid_argument_naming_the_field_while_others_run(mistral: Any) -> None:
+    _, hf, stub = mistral
+    prompt = prompt_of(20, seed=22)
+    expected = reference_greedy(hf, prompt, 48)
+    long_call = asyncio.create_task(
+        generate(stub, request(prompt, temperature=0.0, max_tokens=48, ignore_eos=True))
+    )
+    for case, field in BAD_INPUTS:
+        case = dict(case)
+        bad_prompt = case.pop("prompt", [5, 6, 7])
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await generate(stub, request(bad_prompt, **case))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
+        assert violation(err.value) == field, case
+        assert field in (err.value.details() or "")
+    tokens, last = await long_call
+    assert tokens == expected and last.finish_reason == common_pb2.FINISH_REASON_LENGTH
+
+
+async def test_closing_a_stream_frees_its_blocks_and_others_are_unaffected(mistral: Any) -> None:
+    service, hf, stub = mistral
+    engine = service.engine
+    prompt_a, prompt_b = prompt_of(30, seed=23), prompt_of(12, seed=24)
+    expected_b = reference_greedy(hf, prompt_b, 40)
+    call_b = asyncio.create_task(
+        generate(stub, request(prompt_b, "b", temperature=0.0, max_tokens=40, ignore_eos=True))
+    )
+    call_a = stub.Generate(
+        request(prompt_a, "a", temperature=0.0, max_tokens=400, ignore_eos=True), timeout=60
+    )
+    received = 0
+    async for message in call_a:
+        received += len(message.token_ids)
+        if received >= 3:
+            break
+    assert "a" in engine.blocks.tables
+    call_a.cancel()
+    assert await eventually(lambda: "a" not in engine.blocks.tables, timeout=10)
+    tokens_b, _ = await call_b
+    assert tokens_b == expected_b
+    engine.blocks.check()
+
+
+async def test_a_lagging_consumer_gets_several_tokens_in_one_message(mistral: Any) -> None:
+    service, _, _ = mistral
+
+    class Context:  # the servicer only asks the gRPC context for the remaining time
+        def time_remaining(self) -> float | None:
+            return None
+
+    stream = service.servicer.Generate(
+        request(prompt_of(10, seed=25), "lag", temperature=0.0, max_tokens=20, ignore_eos=True), Context()
+    )
+    first = await stream.__anext__()
+    # The consumer does not read while the engine finishes the request and queues its last event;
+    # one turn of the event loop then runs the puts the engine thread scheduled (FIFO).
+    assert await eventually(lambda: "lag" not in service.engine.streams, timeout=30)
+    await asyncio.sleep(0)
+    rest = [message async for message in stream]
+    assert len(first.token_ids) + sum(len(m.token_ids) for m in rest) == 20
+    assert len(rest) == 1 and len(rest[0].token_ids) > 1
+    assert rest[0].finish_reason == common_pb2.FINISH_REASON_LENGTH
+
+
+async def test_logprobs_stop_ids_and_seeded_sampling(mistral: Any) -> None:
+    _, hf, stub = mistral
+    prompt = prompt_of(16, seed=26)
+    greedy = reference_greedy(hf, prompt, 8)
+    tokens, last = await generate(
+        stub,
+        request(
+            prompt, temperature=0.0, max_tokens=8, stop_token_ids=[greedy[3]], logprobs=True, top_logprobs=3
+        ),
+    )
+    cut = greedy.index(greedy[3])
+    assert tokens == greedy[:cut]  # the stop id itself is reported, not streamed
+    assert last.finish_reason == common_pb2.FINISH_REASON_STOP and last.stop_token_id == greedy[3]
+    assert last.usage.completion_tokens == cut + 1
+    seeded = {"temperature": 1.0, "top_p": 0.95, "seed": 7, "max_tokens": 16, "ignore_eos": True}
+    first, _ = await generate(stub, request(prompt, **seeded))
+    second, _ = await generate(stub, request(prompt, **seeded))
+    assert first == second
+    messages = [
+        m
+        async for m in stub.Generate(
+            request(prompt, temperature=0.0, max_tokens=4, logprobs=True, top_logprobs=2)
+        )
+    ]
+    positions = [p for m in messages for p in m.logprobs]
+    assert len(positions) == 4 and all(
+        len(p.top) == 2 and p.top[0].token_id == p.chosen.token_id for p in positions
+    )
+
+
+async def test_a_request_past_its_deadline_ends_with_abort_and_frees_its_blocks(mistral: Any) -> None:
+    service, _, stub = mistral
+    req = request([5, 6, 7], "late", temperature=0.0, max_tokens=500, ignore_eos=True)
+    req.deadline.FromNanoseconds(time.time_ns() + 50_000_000)  # 50 ms: far less than 500 tokens take
+    tokens, last = await generate(stub, req)
+    assert last.finish_reason == common_pb2.FINISH_REASON_ABORT
+    assert len(tokens) < 500 and last.usage.completion_tokens == len(tokens)
+    assert "late" not in service.engine.blocks.tables
+
+
+async def test_full_waiting_queue_is_resource_exhausted(tmp_path: Path, port: int) -> None:
+    tiny_model("mistral", tmp_path, seed=27)
+    service = await running_service(tmp_path, port, max_num_seqs=1, max_waiting=1)
+    engine = service.engine
+    assert engine is not None
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            long = {"temperature": 0.0, "max_tokens": 400, "ignore_eos": True}
+            call_a = stub.Generate(request([5, 6, 7], "a", **long), timeout=60)
+            await call_a.read()
+            call_b = stub.Generate(request([5, 6, 8], "b", **long), timeout=60)
+            assert await eventually(lambda: len(engine.scheduler.waiting) == 1, timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await generate(stub, request([5, 6, 9], "c", **long))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            call_a.cancel()
+            call_b.cancel()
+    finally:
+        await stopped(service)

@@ -1,0 +1,260 @@
+"""The engine: continuous batching, preemption, window memory, cancellation, stops, queue limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clawdbot.services.inference.engine import Engine, EngineConfig, StepEvent
+from clawdbot.services.inference.model.loader import load_model
+from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
+from clawdbot.services.inference.testing import reference_greedy, tiny_model
+from clawdbot.shared.errors import ResourceExhausted
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def qwen2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Qwen2 with a full layer and two window-16 layers: two KV groups, QKV bias."""
+    folder = tmp_path_factory.mktemp("qwen2")
+    tiny_model("qwen2", folder, seed=11)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mistral_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mistral")
+    tiny_model("mistral", folder, seed=12)
+    return folder
+
+
+def make_engine(folder: Path, **overrides: int | bool) -> Engine:
+    model, config = load_model(folder)
+    options: dict[str, int | bool] = {"block_size": 4, "num_blocks": 256, "max_num_batched_tokens": 32}
+    options.update(overrides)
+    return Engine(model, config, EngineConfig(**options), torch.device("cpu"), torch.float32)  # type: ignore[arg-type]
+
+
+def prompts(count: int, seed: int = 0) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(5, 40, (count,), generator=generator).tolist()
+    return [torch.randint(3, 512, (n,), generator=generator).tolist() for n in lengths]
+
+
+def params_for(i: int) -> SamplingParams:
+    """Half greedy, half seeded sampling: both must not depend on what else is in the batch."""
+    if i % 2 == 0:
+        return GREEDY
+    return SamplingParams(temperature=0.8, top_k=50, top_p=0.9, seed=1000 + i, max_tokens=24, ignore_eos=True)
+
+
+async def collect(
+    queue: asyncio.Queue[StepEvent], midway: asyncio.Event | None = None
+) -> tuple[list[int], StepEvent]:
+    """All tokens of a request; sets `midway` once it has 6 tokens (or finished)."""
+    tokens: list[int] = []
+    while True:
+        event = await asyncio.wait_for(queue.get(), timeout=60)
+        tokens.extend(t.token for t in event.tokens)
+        if midway is not None and (len(tokens) >= 6 or event.finish is not None):
+            midway.set()
+        if event.finish is not None:
+            return tokens, event
+
+
+async def alone(folder: Path, requests: list[list[int]]) -> list[list[int]]:
+    engine = make_engine(folder, prefix_caching=False)
+    engine.start()
+    try:
+        outputs = []
+        for i, prompt in enumerate(requests):
+            tokens, _ = await collect(engine.submit(Sequence(f"alone{i}", list(prompt), params_for(i))))
+            outputs.append(tokens)
+        return outputs
+    finally:
+        engine.stop()
+
+
+async def staggered(engine: Engine, requests: list[list[int]]) -> list[list[int]]:
+    """Groups of four arrive while the previous group is mid-generation."""
+    engine.start()
+    try:
+        tasks: list[asyncio.Task[tuple[list[int], StepEvent]]] = []
+        for group in range(0, len(requests), 4):
+            midway = asyncio.Event()
+            for i in range(group, min(group + 4, len(requests))):
+                queue = engine.submit(Sequence(f"r{i}", list(requests[i]), params_for(i)))
+                tasks.append(asyncio.create_task(collect(queue, midway if i == group else None)))
+            await asyncio.wait_for(midway.wait(), timeout=60)
+        return [tokens for tokens, _ in await asyncio.gather(*tasks)]
+    finally:
+        engine.stop()
+
+
+async def test_staggered_continuous_batching_gives_each_request_its_solo_tokens(qwen2_folder: Path) -> None:
+    requests = prompts(16)
+    expected = await alone(qwen2_folder, requests)
+    engine = make_engine(qwen2_folder)
+    got = await staggered(engine, requests)
+    assert got == expected
+    assert engine.blocks.num_used() == 0 or not engine.blocks.tables  # everything given back
+
+
+async def test_forced_preemption_still_gives_the_solo_tokens(qwen2_folder: Path) -> None:
+    requests = prompts(16, seed=1)
+    expected = await alone(qwen2_folder, requests)
+    # 40 blocks of 4 tokens: about three requests fit at once, so running ones get preempted.
+    engine = make_engine(qwen2_folder, num_blocks=40)
+    got = await staggered(engine, requests)
+    assert engine.scheduler.preemptions > 0
+    assert got == expected
+    assert not engine.blocks.tables
+    engine.blocks.check()
+
+
+def test_generation_matches_transformers_greedy(mistral_folder: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(str(mistral_folder), attn_implementation="eager").eval()
+    prompt = prompts(1, seed=3)[0]
+    engine = make_engine(mistral_folder)
+    seq = Sequence("g", list(prompt), SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True))
+    engine.scheduler.add(seq)
+    while not seq.is_finished:
+        engine.step()
+    assert seq.output_ids == reference_greedy(reference, prompt, 32)
+
+
+def test_window_blocks_stay_flat_over_four_windows(mistral_folder: Path) -> None:
+    """Mistral, window 16, blocks of 4: generating 4x the window holds a constant number of blocks."""
+    engine = make_engine(mistral_folder, num_blocks=64)
+    seq = Sequence("long", [5, 6, 7, 8], SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True))
+    engine.scheduler.add(seq)
+    used: list[int] = []
+    while not seq.is_finished:
+        engine.step()
+        if not seq.is_finished:
+            used.append(engine.blocks.num_used())
+    assert seq.num_output == 64
+    after_window = used[20:]  # the window (16) plus a block has filled
+    # window/block_size + 1 at most (a new block opens before the oldest slides out), never growing.
+    assert max(after_window) <= 16 // 4 + 1
+    assert max(after_window) - min(after_window) <= 1
+    assert max(used[-16:]) == max(used[20:36])
+    assert engine.blocks.num_used() == 0
+
+
+async def test_cancellation_frees_blocks_within_one_step(qwen2_folder: Path) -> None:
+    engine = make_engine(qwen2_folder, max_num_batched_tokens=64)
+    prompt_a, prompt_b = prompts(2, seed=4)
+    long = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
+    expected_b = (await alone(qwen2_folder, [prompt_a, prompt_b]))[1]
+    engine.start()
+    try:
+        queue_a = engine.submit(Sequence("a", list(prompt_a), long))
+        queue_b = engine.submit(Sequence("b", list(prompt_b), params_for(1)))
+        task_b = asyncio.create_task(collect(queue_b))
+        first = await asyncio.wait_for(queue_a.get(), timeout=30)
+        assert first.tokens and "a" in engine.blocks.tables
+        steps_at_abort = engine.abort("a")
+        _, final = await collect(queue_a)
+        assert final.finish is Finish.ABORT
+        assert "a" not in engine.blocks.tables
+        # Freed at the latest by the step running when abort() was called.
+        assert final.step - steps_at_abort <= 1, (final.step, steps_at_abort)
+        tokens_b, done_b = await task_b
+        assert tokens_b == expected_b and done_b.finish is Finish.LENGTH
+        engine.blocks.check()
+    finally:
+        engine.stop()
+
+
+def test_stop_ids_eos_and_min_tokens(mistral_folder: Path) -> None:
+    engine = make_engine(mistral_folder)
+    prompt = prompts(1, seed=5)[0]
+
+    def run(params: SamplingParams) -> Sequence:
+        seq = Sequence(f"s{time.monotonic_ns()}", list(prompt), params)
+        engine.scheduler.add(seq)
+        while not seq.is_finished:
+            engine.step()
+        return seq
+
+    free = run(SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))
+    assert free.finish is Finish.LENGTH and free.num_output == 12
+    target = free.output_ids[4]
+    first_at = free.output_ids.index(target)
+    stopped = run(SamplingParams(temperature=0.0, max_tokens=12, stop_token_ids=(target,)))
+    assert stopped.finish is Finish.STOP and stopped.stop_token_id == target
+    assert stopped.output_ids == free.output_ids[: first_at + 1]
+    held = run(
+        SamplingParams(temperature=0.0, max_tokens=12, stop_token_ids=(target,), min_tokens=first_at + 1)
+    )
+    assert target not in held.output_ids[: first_at + 1]
+    # EOS from the config stops unless ignore_eos.
+    engine.scheduler.eos = frozenset({target})
+    assert run(SamplingParams(temperature=0.0, max_tokens=12)).finish is Finish.STOP
+    assert run(SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)).finish is Finish.LENGTH
+
+
+def test_waiting_queue_is_bounded(mistral_folder: Path) -> None:
+    engine = make_engine(mistral_folder, max_waiting=2)
+    engine.scheduler.add(Sequence("a", [1, 2, 3], GREEDY))
+    engine.scheduler.add(Sequence("b", [1, 2, 3], GREEDY))
+    with pytest.raises(ResourceExhausted):
+        engine.scheduler.add(Sequence("c", [1, 2, 3], GREEDY))
+
+
+def test_deadline_ends_a_request_with_abort(mistral_folder: Path) -> None:
+    engine = make_engine(mistral_folder)
+    seq = Sequence("late", [1, 2, 3], GREEDY, deadline=time.monotonic() - 1)
+    engine.scheduler.add(seq)
+    assert engine.scheduler.expire() == [seq]
+    assert seq.finish is Finish.ABORT and not engine.scheduler.has_work
+
+
+def test_prefix_cache_serves_a_shared_system_prompt(mistral_folder: Path) -> None:
+    engine = make_engine(mistral_folder)
+    system = prompts(1, seed=6)[0] * 2  # >= 10 tokens, several full blocks
+    outputs = []
+    for i, tail in enumerate(([7, 8], [9, 10])):
+        seq = Sequence(
+            f"p{i}", [*system, *tail], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
+        )
+        engine.scheduler.add(seq)
+        while not seq.is_finished:
+            engine.step()
+        outputs.append(seq)
+    assert outputs[0].num_cached_prompt == 0
+    assert outputs[1].num_cached_prompt >= len(system) // 4 * 4 - 4
+    assert engine.blocks.cache_hits > 0
+
+
+async def test_a_failing_step_fails_its_requests_and_the_engine_keeps_serving(
+    mistral_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(mistral_folder)
+    real_execute = engine.runner.execute
+    calls = {"n": 0}
+
+    def execute_failing_once(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected fault")
+        return real_execute(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.runner, "execute", execute_failing_once)
+    engine.start()
+    try:
+        with pytest.raises(Exception, match="injected fault"):
+            await engine.generate([5, 6, 7], GREEDY, "doomed")
+        assert "doomed" not in engine.seqs and not engine.blocks.tables
+        tokens = await engine.generate([5, 6, 7], GREEDY, "doomed")  # the id is free again
+        assert len(tokens) == GREEDY.max_tokens
+    finally:
+        engine.stop()

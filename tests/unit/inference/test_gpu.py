@@ -1,0 +1,75 @@
+"""The same engine on CUDA: parity in fp32, the tinygemm INT4 kernel in bf16, a batched run.
+
+Marked `gpu`: skipped where no CUDA device is present (the CPU suite covers the logic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+from clawdbot.services.inference.block_manager import BlockManager
+from clawdbot.services.inference.engine import Engine, EngineConfig
+from clawdbot.services.inference.model.decoder import kv_groups
+from clawdbot.services.inference.model.loader import load_model
+from clawdbot.services.inference.model_runner import ModelRunner
+from clawdbot.services.inference.quant import Int4Linear, dequantize
+from clawdbot.services.inference.scheduler import Batch
+from clawdbot.services.inference.sequence import SamplingParams, Sequence
+from clawdbot.services.inference.testing import tiny_model
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def test_fp32_prefill_logits_match_transformers_on_cuda(tmp_path: Path) -> None:
+    hf = tiny_model("qwen2", tmp_path, seed=3).to(CUDA)
+    prompt = torch.randint(3, 512, (40,), generator=torch.Generator().manual_seed(0)).tolist()
+    with torch.no_grad():
+        ref = hf(torch.tensor([prompt], device=CUDA)).logits[0]
+    model, config = load_model(tmp_path, device="cuda", dtype="float32")
+    blocks = BlockManager(64, 16, kv_groups(config))
+    runner = ModelRunner(model, config, 64, 16, CUDA, torch.float32)
+    seq = Sequence("s", prompt, SamplingParams())
+    blocks.admit(seq)
+    assert blocks.reserve(seq, 40)
+    input_ids, meta, rope_lens = runner.prepare(Batch([seq], [40]), blocks)
+    ours = runner.forward_step(input_ids, meta, rope_lens, torch.arange(40, device=CUDA))
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_int4_uses_the_cuda_tinygemm_kernel_in_bf16() -> None:
+    linear = torch.nn.Linear(1024, 512, bias=True).to(CUDA, torch.bfloat16)
+    quantized = Int4Linear.from_linear(linear, 128, torch.bfloat16)
+    quantized.prepare(torch.bfloat16)
+    assert quantized.kernel == "cuda"
+    x = torch.randn(8, 1024, device=CUDA, dtype=torch.bfloat16)
+    reference = (
+        x.float() @ dequantize(quantized.qweight, quantized.scales, quantized.zeros).t() + linear.bias.float()
+    )
+    got = quantized(x).float()
+    assert ((got - reference).norm() / reference.norm()).item() < 2e-2
+
+
+def test_engine_serves_a_batch_on_cuda_with_int4_weights(tmp_path: Path) -> None:
+    tiny_model("mistral", tmp_path, seed=5, hidden_size=128, intermediate_size=256)
+    model, config = load_model(tmp_path, device="cuda", dtype="bfloat16", quantization="int4")
+    engine = Engine(model, config, EngineConfig(block_size=16, num_blocks=128), CUDA, torch.bfloat16)
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+
+    async def run() -> list[list[int]]:
+        engine.start()
+        try:
+            prompts = [[3 + i, 9, 27, 81, 100 + i] * (i + 1) for i in range(8)]
+            return list(
+                await asyncio.gather(*(engine.generate(p, params, f"r{i}") for i, p in enumerate(prompts)))
+            )
+        finally:
+            engine.stop()
+
+    outputs = asyncio.run(run())
+    assert all(len(tokens) == 40 for tokens in outputs)
+    assert engine.blocks.num_used() == 0
