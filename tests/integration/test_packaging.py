@@ -25,7 +25,18 @@ pytestmark = pytest.mark.timeout(300)
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -57,21 +68,42 @@ def test_installed_wheel_serves_the_tokenizer(wheel: Path, tmp_path: Path) -> No
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(site, "deps-from-dev-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True)
-    where = subprocess.run([py, "-c", "import clawdbot.shared.cli as c; print(c.__file__)"], check=True,
-                           capture_output=True, text=True, cwd=tmp_path).stdout
+    subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    where = subprocess.run(
+        [py, "-c", "import clawdbot.shared.cli as c; print(c.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
     assert where.startswith(str(env_dir)), where
-    help_text = subprocess.run([env_dir / "bin" / "clawdbot", "--help"], check=True, capture_output=True, text=True).stdout
+    help_text = subprocess.run(
+        [env_dir / "bin" / "clawdbot", "--help"], check=True, capture_output=True, text=True
+    ).stdout
     assert "serve" in help_text and "up" in help_text
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen([env_dir / "bin" / "clawdbot", "serve", "tokenizer", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [env_dir / "bin" / "clawdbot", "serve", "tokenizer", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         async def call() -> list[int]:
             await wait_serving(f"127.0.0.1:{port}", 60, process=proc)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -16,7 +16,9 @@ from clawdbot.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_server_span_continues_the_callers_trace(tmp_path: Path, service_process: list[ServiceProcess]) -> None:
+async def test_server_span_continues_the_callers_trace(
+    tmp_path: Path, service_process: list[ServiceProcess]
+) -> None:
     spans_file = tmp_path / "tokenizer-spans.jsonl"
     proc = ServiceProcess(
         "tokenizer",
@@ -31,7 +33,9 @@ async def test_server_span_continues_the_callers_trace(tmp_path: Path, service_p
     with trace.get_tracer("test").start_as_current_span("one-turn") as span:
         trace_id = f"0x{span.get_span_context().trace_id:032x}"
         async with create_channel(proc.target) as channel:
-            await tokenizer_pb2_grpc.TokenizerStub(channel).Encode(tokenizer_pb2.EncodeRequest(texts=["你好"]))
+            await tokenizer_pb2_grpc.TokenizerStub(channel).Encode(
+                tokenizer_pb2.EncodeRequest(texts=["你好"])
+            )
     proc.stop()  # flushes the exporter
 
     spans = [json.loads(line) for line in spans_file.read_text().splitlines() if line.strip()]

@@ -8,7 +8,9 @@ import time
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clawdbot.shared.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "clawdbot.shared.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_help_lists_every_command_quickly() -> None:

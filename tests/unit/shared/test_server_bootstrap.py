@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,12 +24,16 @@ from clawdbot.v1 import tokenizer_pb2, tokenizer_pb2_grpc
 class FailingTokenizer(tokenizer_pb2_grpc.TokenizerServicer):
     """Raises domain errors and crashes, so the interceptor's mapping can be observed."""
 
-    async def Encode(self, request: tokenizer_pb2.EncodeRequest, context: Any) -> tokenizer_pb2.EncodeResponse:
+    async def Encode(
+        self, request: tokenizer_pb2.EncodeRequest, context: Any
+    ) -> tokenizer_pb2.EncodeResponse:
         if request.texts and request.texts[0] == "crash":
             raise RuntimeError("secret internal detail")
         raise InvalidArgument("must not be empty", field="texts[0]")
 
-    async def DetokenizeStream(self, request_iterator: Any, context: Any) -> AsyncIterator[tokenizer_pb2.DetokenizeDelta]:
+    async def DetokenizeStream(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[tokenizer_pb2.DetokenizeDelta]:
         async for _ in request_iterator:
             yield tokenizer_pb2.DetokenizeDelta(text="a")
             raise InvalidArgument("bad chunk", field="ids")
@@ -38,7 +43,10 @@ class FailingTokenizer(tokenizer_pb2_grpc.TokenizerServicer):
 async def host() -> AsyncIterator[ServiceHost]:
     settings = ServiceSettings(port=free_port(), metrics_port=free_port(), grace_seconds=1)
     host = ServiceHost("bootstrap-test", settings)
-    host.add_service("clawdbot.v1.Tokenizer", lambda s: tokenizer_pb2_grpc.add_TokenizerServicer_to_server(FailingTokenizer(), s))
+    host.add_service(
+        "clawdbot.v1.Tokenizer",
+        lambda s: tokenizer_pb2_grpc.add_TokenizerServicer_to_server(FailingTokenizer(), s),
+    )
     await host.start()
     yield host
     await host.stop()
@@ -68,7 +76,9 @@ async def test_domain_error_becomes_invalid_argument_with_the_field(host: Servic
 async def test_unexpected_exception_is_internal_without_leaking(host: ServiceHost) -> None:
     async with create_channel(f"127.0.0.1:{host.port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await tokenizer_pb2_grpc.TokenizerStub(channel).Encode(tokenizer_pb2.EncodeRequest(texts=["crash"]))
+            await tokenizer_pb2_grpc.TokenizerStub(channel).Encode(
+                tokenizer_pb2.EncodeRequest(texts=["crash"])
+            )
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (err.value.details() or "")
 
@@ -91,10 +101,15 @@ async def test_metrics_endpoint_counts_calls_by_code(host: ServiceHost) -> None:
     async with create_channel(f"127.0.0.1:{host.port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await tokenizer_pb2_grpc.TokenizerStub(channel).Encode(tokenizer_pb2.EncodeRequest(texts=[""]))
-    body = urllib.request.urlopen(f"http://127.0.0.1:{host.settings.metrics_port}/metrics", timeout=5).read().decode()
+    url = f"http://127.0.0.1:{host.settings.metrics_port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     line = next(
-        row for row in body.splitlines()
-        if row.startswith("clawdbot_rpc_requests_total") and "Encode" in row and "INVALID_ARGUMENT" in row and "bootstrap-test" in row
+        row
+        for row in body.splitlines()
+        if row.startswith("clawdbot_rpc_requests_total")
+        and "Encode" in row
+        and "INVALID_ARGUMENT" in row
+        and "bootstrap-test" in row
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
 
@@ -111,7 +126,9 @@ async def test_calls_without_a_deadline_get_the_default_one(host: ServiceHost) -
             return tokenizer_pb2.TokenizerInfo()
 
     silent = ServiceHost("silent", ServiceSettings(port=free_port(), grace_seconds=0))
-    silent.add_service("clawdbot.v1.Tokenizer", lambda s: tokenizer_pb2_grpc.add_TokenizerServicer_to_server(Silent(), s))
+    silent.add_service(
+        "clawdbot.v1.Tokenizer", lambda s: tokenizer_pb2_grpc.add_TokenizerServicer_to_server(Silent(), s)
+    )
     await silent.start()
     try:
         async with create_channel(f"127.0.0.1:{silent.port}", unary_timeout_s=0.5) as channel:
