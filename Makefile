@@ -50,8 +50,8 @@ lint: setup
 typecheck: setup
 	@rm -rf build/typecheck && mkdir -p build/typecheck/clawdbot
 	@cp clawdbot/__init__.py build/typecheck/clawdbot/__init__.py
-	@for d in services gateway shared; do ln -s ../../../$$d build/typecheck/clawdbot/$$d; done
-	@ln -s ../../../clawdbot/v1 build/typecheck/clawdbot/v1
+	@for d in services gateway shared examples; do ln -s ../../../$$d build/typecheck/clawdbot/$$d; done
+	@for d in v1 demo; do ln -s ../../../clawdbot/$$d build/typecheck/clawdbot/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p clawdbot
 
 pytest: setup

@@ -23,6 +23,7 @@ PACKAGE_ROOTS = {
     "clawdbot.services": "services",
     "clawdbot.gateway": "gateway",
     "clawdbot.shared": "shared",
+    "clawdbot.examples": "examples",
 }
 GENERATED = "clawdbot.v1"
 DATA_EXTENSIONS = (

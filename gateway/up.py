@@ -30,8 +30,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from clawdbot.gateway.envoy import EnvoyPorts, envoy_binary, render, to_yaml
 from clawdbot.shared.processes import ServiceProcess, free_port, wait_serving
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 class MeshError(RuntimeError):
     """The mesh cannot start as asked; the message says why and what to do."""
@@ -44,12 +42,11 @@ def default_model_dir() -> Path:
 
 
 def default_plugins_file() -> Path:
-    """examples/shop/plugins.yaml of the working directory, else of the source tree we run from."""
-    for root in (Path.cwd(), REPO_ROOT):
-        candidate = root / "examples" / "shop" / "plugins.yaml"
-        if candidate.is_file():
-            return candidate
-    return Path.cwd() / "examples" / "shop" / "plugins.yaml"
+    """examples/shop/plugins.yaml of the working directory (a user's own copy), else the installed one."""
+    from clawdbot.examples import SHOP_PLUGINS_FILE
+
+    candidate = Path.cwd() / "examples" / "shop" / "plugins.yaml"
+    return candidate if candidate.is_file() else SHOP_PLUGINS_FILE
 
 
 def default_device() -> str:

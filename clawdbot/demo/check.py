@@ -31,17 +31,15 @@ def main() -> None:
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(str(args.model))
-    model = (
-        MistralForCausalLM.from_pretrained(
-            str(args.model), dtype=torch.bfloat16 if device == "cuda" else torch.float32
-        )
-        .to(device)
-        .eval()
+    model = MistralForCausalLM.from_pretrained(
+        str(args.model), dtype=torch.bfloat16 if device == "cuda" else torch.float32
     )
+    model.to(device)  # type: ignore[arg-type]  # transformers' typed wrapper of nn.Module.to
+    model.eval()
     rows = [json.loads(line) for line in args.dev.read_text(encoding="utf-8").splitlines()[: args.limit]]
     eos = [8185, 8183]
     scores: dict[str, list[int]] = defaultdict(list)
-    examples = []
+    examples: list[dict[str, object]] = []
     for start in range(0, len(rows), args.batch):
         chunk = rows[start : start + args.batch]
         width = max(len(r["prompt_ids"]) for r in chunk)
@@ -60,7 +58,9 @@ def main() -> None:
                 pad_token_id=8183,
             )
         for i, r in enumerate(chunk):
-            text = tok.decode([t for t in out[i, width:].tolist() if t not in eos], skip_special_tokens=False)
+            text = str(
+                tok.decode([t for t in out[i, width:].tolist() if t not in eos], skip_special_tokens=False)
+            )
             ok = int(text.strip() == r["reference"].strip())
             scores[r["kind"]].append(ok)
             scores["all"].append(ok)
@@ -105,7 +105,7 @@ def ours(args: argparse.Namespace) -> None:
         engine.stop()
     scores: dict[str, list[int]] = defaultdict(list)
     for r, ids in zip(rows, outputs, strict=True):
-        text = tok.decode([t for t in ids if t not in (8185, 8183)])
+        text = str(tok.decode([t for t in ids if t not in (8185, 8183)]))
         ok = int(text.strip() == r["reference"].strip())
         scores[r["kind"]].append(ok)
         scores["all"].append(ok)

@@ -111,7 +111,7 @@ class CorpusBuilder:
     async def dialogue_samples(self, dialogue: Dialogue, session: str) -> list[dict[str, Any]]:
         history: list[common_pb2.ChatMessage] = []
         facts: dict[str, str] = {}
-        samples = []
+        samples: list[dict[str, Any]] = []
         for turn in dialogue.turns:
             user = common_pb2.ChatMessage(role="user", content=turn.user)
             pre = await self.stub.Preprocess(

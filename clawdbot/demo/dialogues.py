@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from clawdbot.demo import phrasings as ph
@@ -92,8 +92,8 @@ def simple_turn(
 
 
 def generate_dialogues(
-    shop: Shop, count: int, seed: int, extra_orders: list[Order] = ()
-) -> Iterator[Dialogue]:  # type: ignore[assignment]
+    shop: Shop, count: int, seed: int, extra_orders: Sequence[Order] = ()
+) -> Iterator[Dialogue]:
     """`count` dialogues; the same seed gives the same dialogues."""
     rng = random.Random(seed)
     orders = [*shop.orders, *extra_orders]

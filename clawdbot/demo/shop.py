@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SHOP_DIR = REPO_ROOT / "examples" / "shop"
+from clawdbot.examples import SHOP_DIR as DEFAULT_SHOP_DIR
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def encode_corpus(lines: Iterable[str], tok: TextTokenizer, max_len: int) -> dic
 def save_tokens(corpus: Path, out: Path, tok: TextTokenizer, max_len: int) -> dict[str, int]:
     with corpus.open(encoding="utf-8") as f:
         arrays = encode_corpus(f, tok, max_len)
-    np.savez_compressed(out, **arrays)
+    np.savez_compressed(out, ids=arrays["ids"], learn=arrays["learn"], offsets=arrays["offsets"])
     return {
         "samples": len(arrays["offsets"]) - 1,
         "tokens": len(arrays["ids"]),

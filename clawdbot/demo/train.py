@@ -57,17 +57,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# A plain keyword in transformers 4.x and 5.x alike (5.x folds it into rope_parameters).
+ROPE: dict[str, Any] = {"rope_theta": 10000.0}
+
+
 def model_config(preset: str, vocab_size: int = 8192) -> MistralConfig:
     return MistralConfig(
         vocab_size=vocab_size,
         head_dim=PRESETS[preset]["hidden_size"] // PRESETS[preset]["num_attention_heads"],
-        rope_theta=10000.0,
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=IM_END,
         pad_token_id=ENDOFTEXT,
         **PRESETS[preset],
+        **ROPE,
     )
 
 
@@ -133,7 +137,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     held = set(rng.sample(range(len(samples)), max(1, len(samples) // 50)))
     train_set = [s for i, s in enumerate(samples) if i not in held]
     eval_set = [s for i, s in enumerate(samples) if i in held]
-    model = MistralForCausalLM(model_config(args.preset)).to(device)
+    model = MistralForCausalLM(model_config(args.preset))
+    model.to(device)  # type: ignore[arg-type]  # transformers' typed wrapper of nn.Module.to
     model.config._attn_implementation = "sdpa"
     params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -204,7 +209,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def save(model: MistralForCausalLM, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # Shards under 10 MB: git-friendly, and the GPU machine returns files of at most 16 MiB.
-    model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True, max_shard_size="10MB")
+    model.to(torch.bfloat16)  # type: ignore[arg-type]
+    model.save_pretrained(str(out), safe_serialization=True, max_shard_size="10MB")
     for name in TOKENIZER_FILES:
         shutil.copy(DEFAULT_MODEL_DIR / name, out / name)
     (out / "generation_config.json").write_text(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from clawdbot.examples import SHOP_PLUGINS_FILE
 from clawdbot.shared.config import ServiceSettings
 
 # The example shop's plugins, shipped with the repository; `clawdbot up` uses it by default.
-EXAMPLE_PLUGINS_FILE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "plugins.yaml"
+EXAMPLE_PLUGINS_FILE = SHOP_PLUGINS_FILE
 
 
 class PluginsSettings(ServiceSettings):

@@ -56,6 +56,10 @@ def test_wheel_holds_one_namespace_with_stubs_and_assets(wheel: Path) -> None:
         "clawdbot/shared/grpc_server.py",
         "clawdbot/models/shop-assistant/tokenizer.json",
         "clawdbot/models/shop-assistant/chat_template.jinja",
+        "clawdbot/models/shop-assistant/model-00001-of-00002.safetensors",
+        "clawdbot/models/shop-assistant-int4/model.safetensors",
+        "clawdbot/examples/shop/plugins.yaml",
+        "clawdbot/examples/shop/orders.json",
     ):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
