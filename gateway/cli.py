@@ -56,7 +56,6 @@ def serve(
         memory_target=memory_target,
         model_name=model_name,
     )
-    assert isinstance(settings, GatewaySettings)
     asyncio.run(serve_gateway(settings))
 
 

@@ -40,7 +40,6 @@ def serve(config_file: Path | None, **options: Any) -> None:
     from clawdbot.services.inference.settings import InferenceSettings
 
     settings = InferenceSettings.load(config_file, **options)
-    assert isinstance(settings, InferenceSettings)
     asyncio.run(InferenceService(settings).run())
 
 

@@ -59,5 +59,4 @@ def serve(
         max_messages=max_messages,
         health_interval_s=health_interval_s,
     )
-    assert isinstance(settings, MemorySettings)
     serve_memory(settings)

@@ -50,7 +50,6 @@ def serve(
         log_level=log_level,
         plugins_file=plugins_file,
     )
-    assert isinstance(settings, PluginsSettings)
     manager = PluginManager(settings.plugins_file)
     service = PluginsService(manager)
     host_ = ServiceHost("plugins", settings)
