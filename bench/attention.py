@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bench.timing import graph_ms, median_ms
 from clawdbot.services.inference.attention import torch_paged_attention
 from clawdbot.services.inference.kernels import paged_attention
 from clawdbot.services.inference.kernels.synthetic import PagedStep, random_step
@@ -34,33 +35,6 @@ from clawdbot.services.inference.kernels.synthetic import PagedStep, random_step
 SHAPE = {"heads": 16, "kv_heads": 4, "head_dim": 64, "window": 4096, "block_size": 16}
 BATCHES = (1, 16, 64, 256)
 CONTEXTS = (1024, 4096, 8192, 32768)
-GRAPH_CALLS = 20
-
-
-def median_ms(fn: Callable[[], Any]) -> float:
-    import triton
-
-    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-
-
-def graph_ms(fn: Callable[[], Any]) -> float:
-    """Per-call time from replaying a graph of GRAPH_CALLS calls (median of 20 replays)."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(GRAPH_CALLS):
-            fn()
-    graph.replay()
-    times = []
-    for _ in range(20):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / GRAPH_CALLS)
-    return sorted(times)[len(times) // 2]
 
 
 def copy_bandwidth_gbps() -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from clawdbot.services.inference.sequence import Sequence
+from clawdbot.services.inference.sequence import PENDING, Sequence
 
 
 def block_hash(parent: int | None, tokens: tuple[int, ...]) -> int:
@@ -85,6 +85,13 @@ class BlockManager:
         self.prefix_caching = prefix_caching
         self.tables: dict[str, list[list[int]]] = {}
         self.hashes: dict[str, list[int]] = {}
+        # Per sequence and group: table entries before this index are known freed (-1), so sliding
+        # looks only at entries the window passed since the last step, not the whole table.
+        self.slid: dict[str, list[int]] = {}
+        # Per sequence, for `reserve`'s fast path: tokens every group's table already covers, and
+        # the first position from which some window group has a block to free.
+        self.covered: dict[str, int] = {}
+        self.slide_at: dict[str, int] = {}
         self.cache_queries = 0  # full prompt blocks looked up
         self.cache_hits = 0  # of which found in every group
 
@@ -117,7 +124,9 @@ class BlockManager:
         number of tokens whose K/V is already there (always < len(tokens): the last one is computed)."""
         self.tables[seq.request_id] = [[] for _ in self.pools]
         self.hashes[seq.request_id] = []
+        self.slid[seq.request_id] = [0] * len(self.pools)
         if not self.prefix_caching:
+            self._refresh(seq.request_id)
             return 0
         bs = self.block_size
         hashes: list[int] = []
@@ -143,28 +152,37 @@ class BlockManager:
         cached = len(found) * bs
         for group in range(len(self.pools)):
             self.slide(seq.request_id, group, cached)
+        self._refresh(seq.request_id)
         return cached
 
     def slide(self, seq_id: str, group: int, first_pos: int) -> int:
         """Free the blocks of `group` that no query from `first_pos` on can see; returns how many."""
+        if self.windows[group] <= 0:
+            return 0
         table = self.tables[seq_id][group]
+        marks = self.slid[seq_id]
+        start, stop = marks[group], min(self.first_needed(group, first_pos), len(table))
         freed = 0
-        for i in range(min(self.first_needed(group, first_pos), len(table))):
+        for i in range(start, stop):
             if table[i] >= 0:
                 self.pools[group].release(table[i])
                 table[i] = -1
                 freed += 1
+        marks[group] = max(start, stop)
         return freed
 
     def reserve(self, seq: Sequence, num_new: int) -> bool:
         """Make room for `num_new` more tokens after `seq.num_computed` in every group, all or nothing."""
         seq_id = seq.request_id
         first, end = seq.num_computed, seq.num_computed + num_new
+        if end <= self.covered[seq_id] and first < self.slide_at[seq_id]:
+            return True  # most decode steps: the last block has room and no block left the window
         for group in range(len(self.pools)):
             self.slide(seq_id, group, first)
         needed = (end + self.block_size - 1) // self.block_size
-        shortfall = [max(0, needed - len(self.tables[seq_id][g])) for g in range(len(self.pools))]
+        shortfall = [max(0, needed - len(table)) for table in self.tables[seq_id]]
         if any(n > self.pools[g].num_free for g, n in enumerate(shortfall)):
+            self._refresh(seq_id)
             return False
         for group, n in enumerate(shortfall):
             table = self.tables[seq_id][group]
@@ -172,10 +190,23 @@ class BlockManager:
             skip = self.first_needed(group, first)
             for _ in range(n):
                 table.append(-1 if len(table) < skip else self.pools[group].allocate())
+        self._refresh(seq_id)
         return True
 
+    def _refresh(self, seq_id: str) -> None:
+        """Recompute `covered` and `slide_at` after the tables or the slide marks changed."""
+        bs = self.block_size
+        self.covered[seq_id] = min(len(table) for table in self.tables[seq_id]) * bs
+        marks = self.slid[seq_id]
+        # Group g frees its next block once first_needed > marks[g]: first - window + 1 >= (mark + 1) * bs.
+        self.slide_at[seq_id] = min(
+            ((marks[g] + 1) * bs + window - 1 for g, window in enumerate(self.windows) if window > 0),
+            default=1 << 62,
+        )
+
     def commit(self, seq: Sequence) -> None:
-        """Register the sequence's newly full, computed blocks for prefix reuse."""
+        """Register the sequence's newly full, computed blocks for prefix reuse, in order, up to the
+        first one holding a token not read back yet (PENDING): its hash waits for the real token."""
         if not self.prefix_caching:
             return
         bs = self.block_size
@@ -184,6 +215,8 @@ class BlockManager:
         parent = hashes[-1] if hashes else None
         for i in range(len(hashes), full):
             tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            if PENDING in tokens:
+                return
             parent = block_hash(parent, tokens)
             hashes.append(parent)
             for group, pool in enumerate(self.pools):
@@ -197,6 +230,9 @@ class BlockManager:
                 if block >= 0:
                     self.pools[group].release(block)
         self.hashes.pop(seq_id, None)
+        self.slid.pop(seq_id, None)
+        self.covered.pop(seq_id, None)
+        self.slide_at.pop(seq_id, None)
 
     def check(self) -> None:
         """Invariants (used by tests): refcounts equal table references; free list = zero refs."""

@@ -34,6 +34,18 @@ from clawdbot.shared.options import common_server_options
 @click.option("--max-num-batched-tokens", type=int, default=None)
 @click.option("--max-waiting", type=int, default=None)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads on the CPU.")
+@click.option(
+    "--gpu-memory-utilization",
+    type=float,
+    default=None,
+    help="CUDA: share of the card for weights + KV cache [default: 0.9].",
+)
+@click.option(
+    "--stream-interval-ms",
+    type=float,
+    default=None,
+    help="Least time between two messages of a Generate stream; tokens meanwhile go together [default: 0].",
+)
 def serve(config_file: Path | None, **options: Any) -> None:
     """Serve clawdbot.v1.Inference: the continuous-batching engine over a local model folder."""
     from clawdbot.services.inference.service import InferenceService

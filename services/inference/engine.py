@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -23,12 +25,13 @@ from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.metrics import EngineMetrics
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
-from clawdbot.services.inference.model_runner import ModelRunner, TokenOutput, kv_block_bytes
-from clawdbot.services.inference.scheduler import Scheduler, SchedulerConfig
+from clawdbot.services.inference.model_runner import LaunchedStep, ModelRunner, TokenOutput, kv_block_bytes
+from clawdbot.services.inference.scheduler import Batch, Scheduler, SchedulerConfig
 from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
 from clawdbot.shared.errors import AlreadyExists, Unavailable
 
 log = logging.getLogger("clawdbot.inference.engine")
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 512
     max_waiting: int = 256
     prefix_caching: bool = True
+    pipelined: bool = True  # launch step N+1 before reading step N's tokens (see Engine.step)
 
 
 @dataclass
@@ -57,9 +61,24 @@ class StepEvent:
 
 
 @dataclass
+class _InFlight:
+    """A launched step whose tokens have not been read yet."""
+
+    batch: Batch
+    launched: LaunchedStep
+    pending: list[tuple[Sequence, int]]
+    started: float
+
+
+@dataclass
 class _Stream:
     queue: asyncio.Queue[StepEvent]
     loop: asyncio.AbstractEventLoop
+
+
+def _deliver(items: list[tuple[asyncio.Queue[StepEvent], StepEvent]]) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)
 
 
 class Engine:
@@ -97,6 +116,9 @@ class Engine:
         self.seqs: dict[str, Sequence] = {}
         self._aborts: deque[str] = deque()
         self._cv = threading.Condition()
+        self._outbox: list[tuple[str, _Stream, StepEvent]] = []
+        self._in_flight: _InFlight | None = None
+        self.pipelined = engine_config.pipelined
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.steps = 0
@@ -111,6 +133,15 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        # The model, its config and the block tables are long-lived: moving everything alive now out
+        # of the collector's generations keeps full collections (which stall the step loop for
+        # milliseconds at large batch) from re-scanning them.
+        gc.collect()
+        gc.freeze()
+        # The engine thread shares the GIL with the event loop serving the streams. When it wakes
+        # from waiting on the device it must get the GIL back at once, not after the default 5 ms
+        # switch interval (longer than a whole decode step).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
         self._thread.start()
 
@@ -148,8 +179,15 @@ class Engine:
     # -- the loop --------------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
+            if not self.scheduler.has_work:
+                self._flush()
             with self._cv:
-                while not self._stopping and not self.scheduler.has_work and not self._aborts:
+                while (
+                    not self._stopping
+                    and not self.scheduler.has_work
+                    and not self._aborts
+                    and self._in_flight is None
+                ):
                     self._cv.wait(timeout=1.0)
                 if self._stopping:
                     break
@@ -158,15 +196,18 @@ class Engine:
                 self.step()
             except Exception as exc:  # a broken step must not kill the thread: fail what ran
                 log.exception("engine step failed")
+                self._in_flight = None
                 with self._cv:
                     for seq in list(self.scheduler.running):
                         self.scheduler.finish(seq, Finish.ABORT)
                         self.seqs.pop(seq.request_id, None)
                         self._emit(seq, StepEvent(error=f"{type(exc).__name__}: {exc}"))
+                self._flush()
         with self._cv:
             for seq in [*self.scheduler.running, *self.scheduler.waiting]:
                 self.scheduler.finish(seq, Finish.ABORT)
                 self._finish_event(seq, [])
+        self._flush()
 
     def _apply_aborts(self) -> None:
         while self._aborts:
@@ -178,33 +219,55 @@ class Engine:
             self._finish_event(seq, [])
 
     def step(self) -> int:
-        """One engine step; returns how many sequences ran."""
+        """One engine step; returns how many sequences it resolved.
+
+        Pipelined: the next step is scheduled and launched before this one's sampled tokens are
+        read (its decode rows take their input ids from this step's output on the device), and
+        this step's events go out while the device runs the next. The host's per-step work
+        (scheduling, building inputs, events) then overlaps the device's instead of adding to it. A batch with
+        penalties waits for the tokens instead: its penalty state is built from them on the host.
+        """
+        current = self._in_flight or self._launch()
+        self._in_flight = None
+        if current is None:
+            self._flush()
+            time.sleep(0.005)  # nothing fits right now (e.g. all waiting on memory); do not spin hot
+            return 0
+        if self.pipelined and not any(seq.params.needs_penalties for seq in self.scheduler.running):
+            self._in_flight = self._launch()
+        self._flush()
+        outputs = current.launched.outputs()
+        with self._cv:
+            self._apply_aborts()
+            advanced = self.scheduler.resolve(current.batch, current.pending, [o.token for o in outputs])
+            now = time.monotonic()
+            streams, outbox, steps = self.streams, self._outbox, self.steps
+            for row in advanced:
+                seq, out = current.pending[row][0], outputs[row]
+                if seq.is_finished:
+                    self._finish_event(seq, [] if seq.stop_token_id is not None else [out])
+                elif (stream := streams.get(seq.request_id)) is not None:  # `_emit`, inlined: hot
+                    outbox.append((seq.request_id, stream, StepEvent(tokens=[out], step=steps)))
+            self.metrics.tokens([current.pending[row][0] for row in advanced], now)
+            self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
+            self.steps += 1
+        if self._in_flight is not None:
+            self._flush()  # the device is busy with the next step: hand this one's tokens over now
+        return len(current.batch)
+
+    def _launch(self) -> _InFlight | None:
+        """Schedule a step, queue it on the device and count its tokens as computed."""
         with self._cv:
             batch = self.scheduler.schedule()
             self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
             self.metrics.kv(self.blocks)
         if not batch.seqs:
-            time.sleep(0.005)  # nothing fits right now (e.g. all waiting on memory); do not spin hot
-            return 0
+            return None
         started = time.monotonic()
-        outputs = self.runner.execute(batch, self.blocks, self.config.eos_token_ids)
+        launched = self.runner.launch(batch, self.blocks, self.config.eos_token_ids)
         with self._cv:
-            self._apply_aborts()
-            sampled = [o.token if o is not None else None for o in outputs]
-            advanced = self.scheduler.update(batch, sampled)
-            by_seq = {id(seq): out for seq, out in zip(batch.seqs, outputs, strict=True)}
-            for seq in advanced:
-                out = by_seq[id(seq)]
-                assert out is not None
-                self.metrics.token(seq)
-                if seq.is_finished:
-                    tokens = [] if seq.stop_token_id is not None else [out]
-                    self._finish_event(seq, tokens)
-                else:
-                    self._emit(seq, StepEvent(tokens=[out]))
-            self.metrics.step(self.scheduler.preemptions, batch.num_tokens, time.monotonic() - started)
-            self.steps += 1
-        return len(batch)
+            pending = self.scheduler.advance(batch, launched.sampling)
+        return _InFlight(batch, launched, pending, started)
 
     def _finish_event(self, seq: Sequence, tokens: list[TokenOutput]) -> None:
         self.metrics.finished(seq)
@@ -222,15 +285,26 @@ class Engine:
         )
 
     def _emit(self, seq: Sequence, event: StepEvent) -> None:
+        """Queue an event for delivery at the next `_flush` (called with the lock held)."""
         stream = self.streams.get(seq.request_id)
         if stream is None:
             return
         event.step = self.steps
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
-            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, event)
-        if event.finish is not None or event.error is not None:
-            # After scheduling the put: a stream gone from `streams` has had its last event queued.
-            self.streams.pop(seq.request_id, None)
+        self._outbox.append((seq.request_id, stream, event))
+
+    def _flush(self) -> None:
+        """Hand the queued events to their event loops: one thread-safe call per loop, not per event."""
+        with self._cv:
+            outbox, self._outbox = self._outbox, []
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[StepEvent], StepEvent]]] = {}
+            for request_id, stream, event in outbox:
+                by_loop.setdefault(stream.loop, []).append((stream.queue, event))
+                if event.finish is not None or event.error is not None:
+                    # After queueing the put: a stream gone from `streams` has had its last event queued.
+                    self.streams.pop(request_id, None)
+            for loop, items in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
+                    loop.call_soon_threadsafe(_deliver, items)
 
     # -- helpers -----------------------------------------------------------------------------------
     async def generate(self, prompt: list[int], params: SamplingParams, request_id: str) -> list[int]:

@@ -42,10 +42,20 @@ def kv_blocks_for_gpu(
         extra={
             "blocks": blocks,
             "tokens": tokens,
+            "sequences_at_full_context": blocks // blocks_per_sequence(config, block_size),
             "gib": round(blocks * kv_block_bytes(config, block_size, dtype) / 2**30, 2),
         },
     )
     return blocks
+
+
+def blocks_per_sequence(config: ModelConfig, block_size: int) -> int:
+    """Blocks one sequence holds at most: the whole context, or its window (+1 block being filled)
+    when every layer slides, since blocks that leave the window go back to the pool."""
+    context = config.context_length
+    windows = config.layer_windows or (0,)
+    span = context if 0 in windows else min(max(windows), context)
+    return -(-span // block_size) + (0 if span == context else 1)
 
 
 def use_triton_attention(runner: ModelRunner) -> bool:
@@ -55,6 +65,7 @@ def use_triton_attention(runner: ModelRunner) -> bool:
     if runner.device.type != "cuda" or not triton_available():
         return False
     runner.model.backend = triton_paged_attention
+    runner.model.fused = True  # the norm / RoPE / SiLU kernels need the same Triton
     return True
 
 

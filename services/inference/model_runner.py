@@ -8,6 +8,8 @@ belong here (a later issue): `forward_step` is the pure function they would capt
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,10 +22,20 @@ from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
 from clawdbot.services.inference.sampler import SamplingTensors, sample
 from clawdbot.services.inference.scheduler import Batch
-from clawdbot.services.inference.sequence import Sequence
+from clawdbot.services.inference.sequence import PENDING, Sequence
 
 if TYPE_CHECKING:
     from clawdbot.services.inference.cuda_graphs import DecodeGraphs
+
+
+@dataclass(frozen=True)
+class _BatchMix:
+    """What the sampling parameters of a batch need; recomputed only when the batch changes."""
+
+    all_greedy: bool
+    min_tokens: bool  # some row has min_tokens (suppression may apply)
+    penalties: bool
+    top_logprobs: int  # max alternatives any row asked for; -1 = no logprobs at all
 
 
 @dataclass
@@ -59,6 +71,12 @@ class ModelRunner:
         self.dtype = dtype
         self.windows = kv_groups(config)
         self.decode_graphs: DecodeGraphs | None = None  # set by gpu.accelerate on CUDA devices
+        self._no_rows = torch.zeros(0, dtype=torch.long, device=device)
+        self._no_rows_f = torch.zeros(0, dtype=torch.float32, device=device)
+        self._mix_of: list[Sequence] = []  # the batch `_mix` describes
+        self._mix = _BatchMix(all_greedy=True, min_tokens=False, penalties=False, top_logprobs=-1)
+        self._in_flight_tokens: torch.Tensor | None = None  # the last launched step's samples (device)
+        self._arange = torch.arange(256, device=device)
         shape = (num_blocks, block_size, config.num_kv_heads, config.head_dim)
         self.kv_caches = [
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
@@ -69,83 +87,187 @@ class ModelRunner:
     def _tensor(self, data: Seq[Any], dtype: torch.dtype = torch.long) -> torch.Tensor:
         return torch.tensor(data, dtype=dtype, device=self.device)
 
+    def _upload(self, flat: list[int]) -> torch.Tensor:
+        """One host-to-device copy of a step's integers (pinned, asynchronous on CUDA)."""
+        host = torch.frombuffer(array("q", flat), dtype=torch.long)  # 4x faster than torch.tensor(list)
+        if self.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
+
     def prepare(
         self, batch: Batch, blocks: BlockManager
     ) -> tuple[torch.Tensor, AttentionMetadata, torch.Tensor | None]:
-        """(input ids [T], metadata, rope sequence lengths [T]) for a scheduled batch."""
+        """(input ids [T], metadata, rope sequence lengths [T]) for a scheduled batch.
+
+        Every integer of the step (ids, positions, block tables...) is gathered into one list and
+        crosses to the device in one copy; a pure decode step also gets its cache slots computed
+        here (one per sequence) instead of by a few small device ops.
+        """
+        seqs, num_new = batch.seqs, batch.num_new
+        count, total = len(seqs), sum(num_new)
+        max_q = max(num_new)
+        decode = max_q == 1
+        bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
-        seq_index: list[int] = []
-        context: list[int] = []
-        max_q = max(batch.num_new)
-        for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new, strict=True)):
-            start = seq.num_computed
-            input_ids.extend(seq.token_ids[start : start + n])
-            positions.extend(range(start, start + n))
-            seq_index.extend([b] * n)
-            context.append(start + n)
-        pos = self._tensor(positions)
-        rows = self._tensor(seq_index)
-        first_pos = torch.tensor([seq.num_computed for seq in batch.seqs], dtype=torch.long)
-        query_slot = rows * max_q + (pos - first_pos.to(self.device)[rows])
-        groups = []
-        bs = self.block_size
+        rows: list[int] = []
+        starts = [seq.num_computed for seq in seqs]
+        if decode:
+            input_ids = [seq.token_ids[start] for seq, start in zip(seqs, starts, strict=True)]
+            positions = starts
+        else:
+            for b, (seq, start, n) in enumerate(zip(seqs, starts, num_new, strict=True)):
+                input_ids.extend(seq.token_ids[start : start + n])
+                positions.extend(range(start, start + n))
+                rows.extend([b] * n)
+        context = (
+            [start + 1 for start in starts]
+            if decode
+            else [s + n for s, n in zip(starts, num_new, strict=True)]
+        )
+        # Tokens sampled by the step still in flight: their row in that step's output, read on the device.
+        sources: list[int] = []
+        if PENDING in input_ids:
+            if decode:
+                sources = [
+                    seq.pending_row if tok == PENDING else 0 for seq, tok in zip(seqs, input_ids, strict=True)
+                ]
+            else:
+                sources = self._pending_sources(seqs, num_new, total)
+        flat: list[int] = []
+        sizes: list[int] = []
+
+        def add(values: Iterable[int]) -> None:
+            """Append one section, padded to an even length: every view of the upload then starts
+            16-byte aligned, as Triton specialises kernels on pointer alignment (a parity that
+            varied with the batch compiled new kernel variants while serving)."""
+            start = len(flat)
+            flat.extend(values)
+            sizes.append(len(flat) - start)
+            if len(flat) % 2:
+                flat.append(0)
+
+        for section in (input_ids, positions, rows, starts, context, sources):
+            add(section)
+        widths = []
+        all_tables = blocks.tables
         for g, window in enumerate(self.windows):
-            tables = [blocks.table(seq.request_id, g) for seq in batch.seqs]
-            firsts = [blocks.first_needed(g, seq.num_computed) for seq in batch.seqs]
+            tables = [all_tables[seq.request_id][g] for seq in seqs]
+            # BlockManager.first_needed, inlined (a call per sequence and group is hot at batch 256).
+            firsts = [max(0, start - window + 1) // bs for start in starts] if window > 0 else [0] * count
             width = max(len(t) - f for t, f in zip(tables, firsts, strict=True))
-            padded = [t[f:] + [-1] * (width - len(t) + f) for t, f in zip(tables, firsts, strict=True)]
-            table = self._tensor(padded)
-            first = self._tensor(firsts)
-            logical = pos // bs - first[rows]
-            slots = table[rows, logical] * bs + pos % bs
+            widths.append(width)
+            add(firsts)
+            padded: list[int] = []
+            for entries, skip in zip(tables, firsts, strict=True):
+                padded += entries[skip:]
+                padded += [-1] * (width - len(entries) + skip)
+            add(padded)
+            add((t[p // bs] * bs + p % bs for t, p in zip(tables, positions, strict=True)) if decode else ())
+        uploaded = self._upload(flat)
+        parts = []
+        offset = 0
+        for size in sizes:
+            parts.append(uploaded[offset : offset + size])
+            offset += size + size % 2
+        ids, pos, row_index, first_pos, context_lens, source = parts[:6]
+        if sources:
+            assert self._in_flight_tokens is not None, "a PENDING token without a step in flight"
+            ids = torch.where(ids >= 0, ids, self._in_flight_tokens[source])
+        if decode:
+            row_index = self._rows(count)
+            query_slot = row_index
+        else:
+            query_slot = row_index * max_q + (pos - first_pos[row_index])
+        groups = []
+        for g, (window, width) in enumerate(zip(self.windows, widths, strict=True)):
+            first, table, slots = parts[6 + 3 * g : 9 + 3 * g]
+            table = table.view(count, width)
+            if not decode:
+                slots = table[row_index, pos // bs - first[row_index]] * bs + pos % bs
             groups.append(
                 GroupMetadata(window=window, slot_mapping=slots, block_tables=table, first_block=first)
             )
         meta = AttentionMetadata(
-            positions=pos,
-            query_slot=query_slot,
-            context_lens=self._tensor(context),
-            max_q=max_q,
-            groups=groups,
+            positions=pos, query_slot=query_slot, context_lens=context_lens, max_q=max_q, groups=groups
         )
-        rope_lens = meta.context_lens[rows] if self.config.rope.kind == "dynamic" else None
-        return self._tensor(input_ids), meta, rope_lens
+        rope_lens = context_lens[row_index] if self.config.rope.kind == "dynamic" else None
+        return ids, meta, rope_lens
+
+    @staticmethod
+    def _pending_sources(seqs: list[Sequence], num_new: list[int], total: int) -> list[int]:
+        """Per token: the row of the in-flight step's samples that holds it (0 where it is known)."""
+        sources = [0] * total
+        end = 0
+        for seq, n in zip(seqs, num_new, strict=True):
+            end += n
+            if seq.token_ids[seq.num_computed + n - 1] == PENDING:  # only a chunk's last token can be
+                sources[end - 1] = seq.pending_row
+        return sources
+
+    def _rows(self, count: int) -> torch.Tensor:
+        """0..count-1 on the device, from a cached arange (a decode step's row of each token)."""
+        if self._arange.shape[0] < count:
+            self._arange = torch.arange(max(count, 2 * self._arange.shape[0]), device=self.device)
+        return self._arange[:count]
 
     def sampling_tensors(self, seqs: list[Sequence], eos: tuple[int, ...]) -> SamplingTensors:
-        """Per-row sampling parameters; penalty state only when some row uses a penalty."""
+        """Per-row sampling parameters; penalty state only when some row uses a penalty.
+
+        The per-row numbers cross to the device in two copies (floats, integers); an all-greedy
+        batch without penalties or logprobs needs none of them.
+        """
         params = [s.params for s in seqs]
-        vocab = self.config.vocab_size
-        f32 = torch.float32
-        t = SamplingTensors(
-            temperature=self._tensor([p.temperature for p in params], f32),
-            top_k=self._tensor([p.top_k for p in params]),
-            top_p=self._tensor([p.top_p for p in params], f32),
-            min_p=self._tensor([p.min_p for p in params], f32),
-            seeds=self._tensor([p.seed for p in params]),
-            steps=self._tensor([s.num_output for s in seqs]),
-        )
-        banned = [
-            [*eos, *p.stop_token_ids] if s.num_output < p.min_tokens else []
-            for s, p in zip(seqs, params, strict=True)
-        ]
-        if any(banned):
+        if seqs != self._mix_of:  # list equality is identity here: the same batch as last step
+            self._mix_of = list(seqs)
+            self._mix = _BatchMix(
+                all_greedy=all(p.temperature <= 0 for p in params),
+                min_tokens=any(p.min_tokens for p in params),
+                penalties=any(p.needs_penalties for p in params),
+                top_logprobs=max((p.top_logprobs for p in params if p.logprobs), default=-1),
+            )
+        mix = self._mix
+        if mix.all_greedy:
+            none, nothing = self._no_rows, self._no_rows_f
+            t = SamplingTensors(nothing, none, nothing, nothing, none, none, all_greedy=True)
+        else:
+            floats = self._tensor(
+                [[p.temperature for p in params], [p.top_p for p in params], [p.min_p for p in params]],
+                torch.float32,
+            )
+            ints = self._tensor(
+                [[p.top_k for p in params], [p.seed for p in params], [s.num_output for s in seqs]]
+            )
+            t = SamplingTensors(
+                temperature=floats[0],
+                top_k=ints[0],
+                top_p=floats[1],
+                min_p=floats[2],
+                seeds=ints[1],
+                steps=ints[2],
+            )
+        if mix.min_tokens and any(s.num_output < s.params.min_tokens for s in seqs):
+            banned = [
+                [*eos, *p.stop_token_ids] if s.num_output < p.min_tokens else []
+                for s, p in zip(seqs, params, strict=True)
+            ]
             width = max(len(b) for b in banned)
             t.suppress = self._tensor([b + [-1] * (width - len(b)) for b in banned])
-        if any(p.needs_penalties for p in params):
+        if mix.penalties:
+            f32 = torch.float32
             t.repetition_penalty = self._tensor([p.repetition_penalty for p in params], f32)
             t.presence_penalty = self._tensor([p.presence_penalty for p in params], f32)
             t.frequency_penalty = self._tensor([p.frequency_penalty for p in params], f32)
-            t.seen = self._occurrences([s.token_ids for s in seqs], vocab) > 0
-            t.output_counts = self._occurrences([s.output_ids for s in seqs], vocab)
-        wanted = [p.top_logprobs for p in params if p.logprobs]
-        t.num_top_logprobs = max(wanted) if wanted else -1
+            t.seen = self._occurrences([s.token_ids for s in seqs], self.config.vocab_size) > 0
+            t.output_counts = self._occurrences([s.output_ids for s in seqs], self.config.vocab_size)
+        t.num_top_logprobs = mix.top_logprobs
         return t
 
     def _occurrences(self, token_lists: list[list[int]], vocab: int) -> torch.Tensor:
         """[B, V] counts via one scatter_add (padding goes to a spare column that is dropped)."""
         width = max(1, max(len(t) for t in token_lists))
         ids = self._tensor([t + [vocab] * (width - len(t)) for t in token_lists])
+        ids = ids.masked_fill(ids < 0, vocab)  # PENDING tokens of other rows count nowhere
         counts = torch.zeros(len(token_lists), vocab + 1, device=self.device)
         counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=counts.dtype))
         return counts[:, :vocab]
@@ -164,11 +286,18 @@ class ModelRunner:
         return self.model.compute_logits(hidden[logits_rows])
 
     @torch.inference_mode()
-    def execute(self, batch: Batch, blocks: BlockManager, eos: tuple[int, ...]) -> list[TokenOutput | None]:
-        """Run a batch; one `TokenOutput` per sequence that reached its last token, None for others."""
+    def launch(self, batch: Batch, blocks: BlockManager, eos: tuple[int, ...]) -> LaunchedStep:
+        """Queue a batch's forward and sampling on the device and return without waiting for them.
+
+        On CUDA the sampled ids travel back by an asynchronous copy into pinned memory, so the
+        engine can do the previous step's host work (events, metrics) while the GPU runs this one.
+        """
         input_ids, meta, rope_lens = self.prepare(batch, blocks)
-        sampling = [b for b in range(len(batch)) if batch.samples(b)]
-        ends = torch.tensor(batch.num_new).cumsum(0) - 1
+        sampling = [
+            b
+            for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new, strict=True))
+            if seq.num_computed + n == len(seq.token_ids)  # Batch.samples, inlined: hot at batch 256
+        ]
         graphs = self.decode_graphs
         if (
             graphs is not None
@@ -177,23 +306,71 @@ class ModelRunner:
             and graphs.fits(meta, len(batch))
         ):
             logits = graphs.run(input_ids, meta)  # pure decode: one replay instead of ~15 launches a layer
-        else:
+        elif sampling:
+            ends = torch.tensor(batch.num_new).cumsum(0) - 1
             logits = self.forward_step(input_ids, meta, rope_lens, ends[sampling].to(self.device))
-        results: list[TokenOutput | None] = [None] * len(batch)
-        if not sampling:
-            return results
+        else:
+            self.forward_step(input_ids, meta, rope_lens, input_ids[:0])
+            return LaunchedStep(len(batch), [], [])
         seqs = [batch.seqs[b] for b in sampling]
         out = sample(logits, self.sampling_tensors(seqs, eos))
-        tokens = out.tokens.tolist()
-        chosen = out.logprobs.tolist() if out.logprobs is not None else None
-        top_ids = out.top_ids.tolist() if out.top_ids is not None else None
-        top_lps = out.top_logprobs.tolist() if out.top_logprobs is not None else None
-        for row, (b, seq) in enumerate(zip(sampling, seqs, strict=True)):
+        self._in_flight_tokens = out.tokens
+        step = LaunchedStep(len(batch), sampling, seqs)
+        step.tokens = self._to_host(out.tokens)
+        step.logprobs = self._to_host(out.logprobs)
+        step.top_ids = self._to_host(out.top_ids)
+        step.top_logprobs = self._to_host(out.top_logprobs)
+        if self.device.type == "cuda":
+            step.ready = torch.cuda.Event()
+            step.ready.record()
+        return step
+
+    def _to_host(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        if tensor is None or self.device.type != "cuda":
+            return tensor
+        return tensor.to("cpu", non_blocking=True)  # into pinned memory: does not wait
+
+    def execute(self, batch: Batch, blocks: BlockManager, eos: tuple[int, ...]) -> list[TokenOutput | None]:
+        """Run a batch; one `TokenOutput` per sequence that reached its last token, None for others."""
+        step = self.launch(batch, blocks, eos)
+        results: list[TokenOutput | None] = [None] * len(batch)
+        for b, out in zip(step.sampling, step.outputs(), strict=True):
+            results[b] = out
+        return results
+
+
+@dataclass
+class LaunchedStep:
+    """A queued step: which rows sample, and host copies of the sampler's output once `ready` fires."""
+
+    size: int
+    sampling: list[int]
+    seqs: list[Sequence]
+    tokens: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None
+    top_ids: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
+    ready: torch.cuda.Event | None = None
+
+    def outputs(self) -> list[TokenOutput]:
+        """Wait for the device, then one `TokenOutput` per sampling row (in `sampling` order)."""
+        if self.tokens is None:
+            return []
+        if self.ready is not None:
+            self.ready.synchronize()
+        tokens = self.tokens.tolist()
+        if self.logprobs is None:
+            return [TokenOutput(token) for token in tokens]
+        chosen = self.logprobs.tolist()
+        top_ids = self.top_ids.tolist() if self.top_ids is not None else None
+        top_lps = self.top_logprobs.tolist() if self.top_logprobs is not None else None
+        results = []
+        for row, seq in enumerate(self.seqs):
             item = TokenOutput(token=tokens[row])
-            if seq.params.logprobs and chosen is not None:
+            if seq.params.logprobs:
                 item.logprob = chosen[row]
                 n = seq.params.top_logprobs
                 if n and top_ids is not None and top_lps is not None:
                     item.top = list(zip(top_ids[row][:n], top_lps[row][:n], strict=True))
-            results[b] = item
+            results.append(item)
         return results

@@ -5,8 +5,9 @@ A load-time transformation of modules (gpt-fast's shape): `quantize_model` swaps
 (`qweight` [out, in/2] uint8, low nibble = even column) with per-group `scales` and `zeros`
 ([out, in/group], fp16 or bf16): w ≈ q * scale + zero, q in 0..15. At run time the weights are
 repacked once for torch's tinygemm kernels (`_weight_int4pack_mm_for_cpu` on the CPU,
-`_weight_int4pack_mm` on CUDA, both on bf16 activations), and a plain dequantize-then-matmul
-serves where they cannot.
+`_weight_int4pack_mm` on CUDA, both on bf16 activations); on CUDA with Triton our own kernel
+(kernels/int4_matmul.py, reading `qweight` in place) takes every row count where it measured
+faster, and a plain dequantize-then-matmul serves where none can.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clawdbot.services.inference.kernels import triton_available
+from clawdbot.services.inference.kernels.int4_matmul import (
+    Int4Packed,
+    int4_matmul,
+    int4_matmul_supported,
+    pack_int4_for_triton,
+)
 from clawdbot.shared.errors import InvalidArgument
 
 log = logging.getLogger("clawdbot.inference.quant")
@@ -74,6 +82,10 @@ class Int4Linear(nn.Module):
     scales: torch.Tensor
     zeros: torch.Tensor
     _verified: ClassVar[set[str]] = set()  # kernels whose repacking matched the dequantization
+    # On CUDA, rows (tokens) in this range go to tinygemm, all others to the Triton kernel. Measured
+    # on the H100 (docs/perf.md): even at 1-4 rows, tinygemm ahead at 16 (25 vs 38 us a layer), mixed
+    # at 64, and from there 2-5x behind (11x at a prefill's 8192 rows).
+    tinygemm_rows: ClassVar[range] = range(5, 49)
 
     def __init__(
         self,
@@ -98,6 +110,7 @@ class Int4Linear(nn.Module):
         self._kernel: str | None = None  # "cpu" | "cuda" once `prepare()` repacked for tinygemm
         self._packed: torch.Tensor | None = None
         self._scales_zeros: torch.Tensor | None = None
+        self._triton: Int4Packed | None = None  # the Triton kernel's layout, on CUDA
 
     @classmethod
     def from_linear(
@@ -128,6 +141,13 @@ class Int4Linear(nn.Module):
         """
         self._kernel = None
         device = self.qweight.device
+        self._triton = None
+        if (
+            device.type == "cuda"
+            and triton_available()
+            and int4_matmul_supported(self.in_features, self.group_size)
+        ):
+            self._triton = pack_int4_for_triton(self.qweight, self.scales, self.zeros, self.group_size)
         # tinygemm stores zero as the value of code 8: w = (q - 8) * scale + zero8.
         zero8 = self.zeros.float() + 8 * self.scales.float()
         scales_zeros = torch.stack((self.scales.float(), zero8), dim=-1).transpose(0, 1).contiguous()
@@ -176,6 +196,12 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
+        rows = x.numel() // self.in_features
+        if self._triton is not None and (rows not in Int4Linear.tinygemm_rows or self._kernel is None):
+            x2d = x.reshape(-1, self.in_features)
+            half = x2d if x2d.dtype in (torch.bfloat16, torch.float16) else x2d.to(torch.bfloat16)
+            out = int4_matmul(half, self._triton).to(x.dtype).reshape(*shape[:-1], self.out_features)
+            return out + self.bias if self.bias is not None else out
         if self._kernel is not None and x.numel() > 0:
             out = self._tinygemm(x.reshape(-1, self.in_features).contiguous())
             out = out.reshape(*shape[:-1], self.out_features)

@@ -31,6 +31,7 @@ class SamplingTensors:
     seen: torch.Tensor | None = None  # [B, V] bool: in prompt or output (repetition penalty)
     output_counts: torch.Tensor | None = None  # [B, V] float: occurrences in the output
     num_top_logprobs: int = 0  # max alternatives any row asked for; -1 = no logprobs at all
+    all_greedy: bool = False  # known on the host: skip the sampling path without asking the device
 
 
 @dataclass
@@ -96,10 +97,10 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
         )
     logits = apply_penalties(logits, t)
     greedy_tokens = logits.argmax(dim=-1)
-    greedy = t.temperature <= 0
-    if bool(greedy.all()):
+    if t.all_greedy:
         tokens = greedy_tokens
     else:
+        greedy = t.temperature <= 0
         temp = torch.where(greedy, torch.ones_like(t.temperature), t.temperature)
         scaled = filter_logits(logits / temp[:, None], t)
         gumbel = -torch.log(-torch.log(uniform_noise(t.seeds, t.steps, logits.shape[-1])))

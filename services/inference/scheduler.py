@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from clawdbot.services.inference.block_manager import BlockManager
-from clawdbot.services.inference.sequence import Finish, Sequence, Status
+from clawdbot.services.inference.sequence import PENDING, Finish, Sequence, Status
 from clawdbot.shared.errors import ResourceExhausted
 
 
@@ -82,6 +82,8 @@ class Scheduler:
         if seq in self.waiting:
             self.waiting.remove(seq)
         self.blocks.free(seq.request_id)
+        while seq.token_ids and seq.token_ids[-1] == PENDING:  # sampled by a step it no longer needs
+            seq.token_ids.pop()
         seq.status = Status.FINISHED
         seq.finish = reason
 
@@ -106,13 +108,32 @@ class Scheduler:
     def schedule(self) -> Batch:
         batch = Batch()
         budget = self.config.max_num_batched_tokens
-        # Decodes first (latency), then unfinished prefill chunks; the last one is the first victim.
-        order = sorted(self.running, key=lambda s: (s.num_uncomputed > 1, *_order(s)))
+        # Decodes first (latency), then unfinished prefill chunks, each in `running`'s order
+        # (priority, arrival); the last one is the first victim.
+        running = self.running
+        order = [s for s in running if len(s.token_ids) - s.num_computed <= 1]
+        if len(order) < len(running):
+            order += [s for s in running if len(s.token_ids) - s.num_computed > 1]
+        context = self.config.context_length
+        covered, slide_at = self.blocks.covered, self.blocks.slide_at
         preempted = False
         i = 0
         while i < len(order) and budget > 0:
             seq = order[i]
-            n = min(seq.num_uncomputed, budget)
+            ids = seq.token_ids
+            if ids[-1] == PENDING and len(ids) >= min(seq.num_prompt + seq.params.max_tokens, context):
+                # Its last token is in flight (a pipelined step) and ends it: it finishes when read.
+                order.pop(i)
+                continue
+            first = seq.num_computed
+            n = min(len(ids) - first, budget)
+            rid = seq.request_id
+            if first + n <= covered[rid] and first < slide_at[rid]:  # BlockManager.reserve's fast path
+                batch.seqs.append(seq)
+                batch.num_new.append(n)
+                budget -= n
+                i += 1
+                continue
             while not self.blocks.reserve(seq, n):
                 victim = order.pop()
                 self._preempt(victim)
@@ -145,39 +166,61 @@ class Scheduler:
                 break
             self.waiting.pop(0)
             seq.status = Status.RUNNING
-            self.running.append(seq)
+            bisect.insort(self.running, seq, key=_order)
             batch.seqs.append(seq)
             batch.num_new.append(n)
             budget -= n
         return batch
 
-    def update(self, batch: Batch, sampled: list[int | None]) -> list[Sequence]:
-        """Advance the batch by its computed tokens and the sampled ones; returns the sequences
-        that got a new token (finished ones included)."""
-        now = time.monotonic()
-        advanced: list[Sequence] = []
-        for seq, n, token in zip(batch.seqs, batch.num_new, sampled, strict=True):
-            if seq.is_finished:
-                continue  # aborted while the step ran
+    def advance(self, batch: Batch, sampling: list[int]) -> list[tuple[Sequence, int]]:
+        """Right after a launch: count the batch's tokens as computed and give each sampling row a
+        PENDING token, so the next step can be scheduled before this one's tokens are read.
+        Returns (sequence, index of its PENDING token) per sampling row, in row order."""
+        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
             seq.num_computed += n
-            self.blocks.commit(seq)
-            if token is None:
-                continue
-            seq.token_ids.append(token)
+            if n > 1:
+                # A prompt chunk's blocks are hashed before the next schedule can slide them out of
+                # the window; a decode token's block waits for `resolve` (it holds a PENDING token).
+                self.blocks.commit(seq)
+        pending = []
+        for row, b in enumerate(sampling):
+            seq = batch.seqs[b]
+            seq.pending_row = row
+            pending.append((seq, len(seq.token_ids)))
+            seq.token_ids.append(PENDING)
+        return pending
+
+    def resolve(self, batch: Batch, pending: list[tuple[Sequence, int]], tokens: list[int]) -> list[int]:
+        """The step's sampled tokens are read: fill them in, register newly full blocks, apply stop
+        rules. Returns the rows of `pending` whose sequence got its token (finished ones included)."""
+        now = time.monotonic()
+        tables, hashes, bs = self.blocks.tables, self.blocks.hashes, self.blocks.block_size
+        for seq in batch.seqs:
+            rid = seq.request_id
+            # Not preempted meanwhile, and a block newly full (commit's own test, hoisted: hot).
+            if rid in tables and seq.num_computed >= (len(hashes[rid]) + 1) * bs:
+                self.blocks.commit(seq)
+        advanced: list[int] = []
+        for row, ((seq, index), token) in enumerate(zip(pending, tokens, strict=True)):
+            if seq.status is Status.FINISHED:
+                continue  # aborted, or stopped by the step before, while this one ran
+            seq.token_ids[index] = token
             seq.first_token_time = seq.first_token_time or now
             seq.last_token_time = now
-            advanced.append(seq)
-            reason = self._stop_reason(seq, token)
+            advanced.append(row)
+            reason = self._stop_reason(seq, token, index + 1)
             if reason is not None:
                 self.finish(seq, reason)
         return advanced
 
-    def _stop_reason(self, seq: Sequence, token: int) -> Finish | None:
+    def _stop_reason(self, seq: Sequence, token: int, length: int) -> Finish | None:
+        """Why the sequence ends with `token` as its token number `length` (1-based), if it does."""
         params = seq.params
+        outputs = length - seq.num_prompt
         stops = token in params.stop_token_ids or (not params.ignore_eos and token in self.eos)
-        if stops and seq.num_output > params.min_tokens:  # earlier ones were suppressed by the sampler
+        if stops and outputs > params.min_tokens:  # earlier ones were suppressed by the sampler
             seq.stop_token_id = token
             return Finish.STOP
-        if seq.num_output >= params.max_tokens or seq.num_tokens >= self.config.context_length:
+        if outputs >= params.max_tokens or length >= self.config.context_length:
             return Finish.LENGTH
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -41,12 +42,16 @@ class SamplingParams:
     top_logprobs: int = 0
     min_tokens: int = 0
 
-    @property
+    @functools.cached_property  # asked for every running sequence every step
     def needs_penalties(self) -> bool:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
 _arrivals = itertools.count()
+
+# A token the device has sampled but the host has not read yet (see Engine.step): a step can be
+# scheduled and launched on top of the one still running, its input taken from that step's output.
+PENDING = -1
 
 
 @dataclass(eq=False)
@@ -69,6 +74,7 @@ class Sequence:
     first_token_time: float | None = None
     last_token_time: float | None = None
     admitted: bool = False  # has been admitted at least once (prefix lookup done)
+    pending_row: int = -1  # while token_ids ends with PENDING: its row in the in-flight step's samples
 
     def __post_init__(self) -> None:
         if not self.num_prompt:

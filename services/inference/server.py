@@ -46,7 +46,8 @@ def merge(events: list[StepEvent], want_logprobs: bool) -> inference_pb2.Generat
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Registered when the port opens; answers UNAVAILABLE until `bind` hands it the loaded engine."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream_interval: float = 0.0) -> None:
+        self.stream_interval = stream_interval  # seconds; see InferenceSettings.stream_interval_ms
         self._engine: Engine | None = None
         self._info: inference_pb2.ModelInfoResponse | None = None
         self.limits: Limits | None = None
@@ -73,15 +74,22 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         seq = build_sequence(request, engine.config, self.limits, context.time_remaining())
         queue = engine.submit(seq)
         finished = False
+        loop = asyncio.get_running_loop()
+        sent_at: float | None = None
         try:
             while not finished:
                 events = [await queue.get()]
+                if sent_at is not None and events[-1].finish is None:
+                    wait = sent_at + self.stream_interval - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 while not queue.empty() and events[-1].finish is None:
                     events.append(queue.get_nowait())
                 if events[-1].error is not None:
                     raise Unavailable(f"the engine failed this request: {events[-1].error}")
                 finished = events[-1].finish is not None
                 yield merge(events, seq.params.logprobs)
+                sent_at = loop.time() if self.stream_interval > 0 else None
         finally:
             if not finished:  # the client went away (or the server drains): free its blocks now
                 engine.abort(seq.request_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import tempfile
 from pathlib import Path
 
@@ -95,10 +96,40 @@ def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.Mod
     return engine, info
 
 
+# Prompt lengths the GPU warm-up prefills: one per tile configuration of the Triton kernels, with
+# and without a multiple of 16 (Triton compiles a variant for each), up to the step budget.
+GPU_WARM_UP_LENGTHS = (1, 3, 13, 16, 40, 64, 100, 512, 700, 2048)
+
+
 async def warm_up(engine: Engine) -> None:
-    """One short request through the whole path, so the first client does not pay for lazy init."""
+    """Short requests through the whole path, so the first clients do not pay for lazy init.
+
+    On CUDA they also compile every Triton kernel variant a prefill will need (seconds each on
+    first use, a stall of every stream if it happened under load): prompts of each length in
+    GPU_WARM_UP_LENGTHS and one of the whole step budget, prefilled in one step each, then a wave
+    of concurrent requests for the mixed steps of a loaded engine.
+    """
     params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
-    await engine.generate([1, 2, 3], params, request_id="__warmup__")
+    lengths = [3]
+    if engine.device.type == "cuda":
+        budget = engine.engine_config.max_num_batched_tokens
+        longest = min(budget, engine.config.context_length - 2)
+        lengths = sorted({min(n, longest) for n in (*GPU_WARM_UP_LENGTHS, longest)})
+    draw = random.Random(0)
+
+    def prompt(length: int) -> list[int]:
+        return [draw.randrange(3, engine.config.vocab_size) for _ in range(length)]
+
+    for i, length in enumerate(lengths):
+        await engine.generate(prompt(length), params, request_id=f"__warmup{i}__")
+    if engine.device.type == "cuda":
+        # A wave of concurrent requests: mixed prefill + decode steps of many sizes, as under load.
+        config = engine.engine_config
+        count = min(config.max_num_seqs, config.max_waiting, 2 * config.max_num_batched_tokens // 128)
+        wave = [prompt(draw.randrange(64, 192)) for _ in range(count)]
+        await asyncio.gather(
+            *(engine.generate(p, params, request_id=f"__warmup-wave{i}__") for i, p in enumerate(wave))
+        )
 
 
 class InferenceService:
@@ -108,7 +139,7 @@ class InferenceService:
         self.settings = settings
         self.host = ServiceHost("inference", settings)
         self.engine: Engine | None = None
-        self.servicer = InferenceServicer()
+        self.servicer = InferenceServicer(stream_interval=settings.stream_interval_ms / 1000)
         self.host.add_service(
             "clawdbot.v1.Inference",
             lambda server: inference_pb2_grpc.add_InferenceServicer_to_server(self.servicer, server),

@@ -30,4 +30,8 @@ class InferenceSettings(ServiceSettings):
         0.9  # CUDA: share of the card for weights + KV cache (KV pool from what is free)
     )
     cuda_graphs: bool = True  # CUDA: capture decode graphs per batch bucket
+    # Least time between two messages of one Generate stream: tokens sampled meanwhile go out together
+    # in the next one. 0 sends each step's token at once; a few ms cuts the server's per-message work
+    # under heavy load (docs/perf.md), the first token is never held back.
+    stream_interval_ms: float = 0.0
     threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default)

@@ -14,6 +14,7 @@ import torch
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 
+from clawdbot.services.inference.sequence import SamplingParams
 from clawdbot.services.inference.service import InferenceService
 from clawdbot.services.inference.settings import InferenceSettings
 from clawdbot.services.inference.testing import eventually, reference_greedy, tiny_model, torch_threads
@@ -267,5 +268,29 @@ async def test_full_waiting_queue_is_resource_exhausted(tmp_path: Path, port: in
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             call_a.cancel()
             call_b.cancel()
+    finally:
+        await stopped(service)
+
+
+async def test_a_stream_interval_groups_tokens_but_not_the_first(tmp_path: Path, port: int) -> None:
+    """--stream-interval-ms: the first token goes out alone and at once; later tokens sampled within
+    the interval share a message; the tokens are those of an unbatched stream."""
+    tiny_model("mistral", tmp_path, seed=21)
+    service = await running_service(tmp_path, port, stream_interval_ms=200.0)
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            req = request(prompt_of(10, seed=26), "grouped", temperature=0.0, max_tokens=40, ignore_eos=True)
+            messages = [m async for m in stub.Generate(req, timeout=120)]
+        tokens = [t for m in messages for t in m.token_ids]
+        assert len(tokens) == 40 and len(messages[0].token_ids) == 1
+        # 40 decode steps of a tiny model on the CPU take well under a second: a handful of messages
+        # (one per token without the interval, when the client keeps up).
+        assert len(messages) <= 8
+        assert messages[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
+        reference = await service.engine.generate(
+            prompt_of(10, seed=26), SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True), "ref"
+        )
+        assert tokens == reference
     finally:
         await stopped(service)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from clawdbot.services.inference.attention import AttentionBackend, AttentionMetadata, torch_paged_attention
 from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.kernels.fused import add_rms_norm, rms_norm
 from clawdbot.services.inference.model.layers import DecoderLayer, RMSNorm
 from clawdbot.services.inference.model.rope import RotaryEmbedding
 
@@ -29,6 +31,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.config = config
         self.backend = backend
+        self.fused = False  # Triton norm/RoPE/SiLU kernels (set by gpu.accelerate on CUDA devices)
         groups = kv_groups(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
@@ -53,6 +56,15 @@ class Decoder(nn.Module):
         """Hidden states [T, hidden] after the final norm; `kv_caches[i]` is layer i's (k, v) cache."""
         cos, sin = self.rotary(positions, rope_seq_lens)
         x = self.embed_tokens(input_ids)
+        if self.fused:
+            residual: torch.Tensor | None = None
+            for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+                x, residual = cast(DecoderLayer, layer).forward_fused(
+                    x, residual, cos, sin, meta, kv_cache, self.backend
+                )
+            if residual is None:
+                return rms_norm(x, self.norm.weight, self.norm.eps)
+            return add_rms_norm(x, residual, self.norm.weight, self.norm.eps)[0]
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, cos, sin, meta, kv_cache, self.backend)
         return self.norm(x)

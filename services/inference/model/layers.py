@@ -8,6 +8,7 @@ from torch import nn
 
 from clawdbot.services.inference.attention import AttentionBackend, AttentionMetadata
 from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.kernels.fused import add_rms_norm, rms_norm, rope_qk_, silu_mul
 from clawdbot.services.inference.model.rope import apply_rope
 
 
@@ -33,7 +34,9 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        if fused:
+            return self.down_proj(silu_mul(self.gate_up_proj(x), self.intermediate))
         gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
@@ -61,11 +64,16 @@ class Attention(nn.Module):
         meta: AttentionMetadata,
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         backend: AttentionBackend,
+        fused: bool = False,
     ) -> torch.Tensor:
         tokens = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = apply_rope(q.view(tokens, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rope(k.view(tokens, self.num_kv_heads, self.head_dim), cos, sin)
+        q = q.view(tokens, self.num_heads, self.head_dim)
+        k = k.view(tokens, self.num_kv_heads, self.head_dim)
+        if fused:
+            rope_qk_(q, k, cos, sin)  # in place, on views of the qkv output: one launch for both
+        else:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         out = backend(q, k, v, kv_cache[0], kv_cache[1], meta, meta.groups[self.group], self.scale)
         return self.o_proj(out.reshape(tokens, self.q_size))
@@ -90,3 +98,29 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, meta, kv_cache, backend)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_fused(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        meta: AttentionMetadata,
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        backend: AttentionBackend,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same layer with Triton kernels (CUDA): the residual add rides in the next norm.
+
+        Takes the previous layer's MLP output `x` not yet added to the `residual` stream (None at the
+        first layer) and returns this layer's MLP output and the stream, so each add + RMSNorm
+        pair is one launch; RoPE and SiLU*up are one launch each.
+        """
+        norm = self.input_layernorm
+        if residual is None:
+            residual, hidden = x, rms_norm(x, norm.weight, norm.eps)
+        else:
+            hidden, residual = add_rms_norm(x, residual, norm.weight, norm.eps)
+        attn = self.self_attn(hidden, cos, sin, meta, kv_cache, backend, fused=True)
+        norm = self.post_attention_layernorm
+        hidden, residual = add_rms_norm(attn, residual, norm.weight, norm.eps)
+        return self.mlp(hidden, fused=True), residual

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import hypothesis.strategies as st
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from clawdbot.services.inference.block_manager import BlockManager
+from clawdbot.services.inference.config import parse_config
+from clawdbot.services.inference.dummy import SHAPES
+from clawdbot.services.inference.gpu import blocks_per_sequence
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
 
 BLOCK = 4
@@ -194,3 +199,9 @@ def test_a_hash_collision_is_a_miss_not_a_wrong_hit(monkeypatch: pytest.MonkeyPa
     assert blocks.admit(other) == 0
     same = new_seq("c", [1, 2, 3, 4, 6])
     assert blocks.admit(same) == 4
+
+
+def test_blocks_per_sequence_counts_the_window_not_the_context() -> None:
+    config = parse_config(dict(SHAPES["ref-336m"]))  # window 4096 in a context of 8192
+    assert blocks_per_sequence(config, 16) == 4096 // 16 + 1
+    assert blocks_per_sequence(replace(config, layer_windows=(0, 4096)), 16) == 8192 // 16
