@@ -14,8 +14,9 @@ Prints one JSON object (and writes it to --out):
 - long: one 32k-token generation; KV blocks in use sampled as it grows (flat once the 4,096-token
   window fills).
 - grpc, grpc-20ms: `clawdbot serve inference` (INT4) as a separate process, 256 concurrent
-  Generate streams from a client process (bench/grpc_client.py); output tokens/s and TTFT as the
-  client sees them; the second with `--stream-interval-ms 20`.
+  Generate streams from client processes (bench/grpc_client.py: all streams from one process, then
+  split over four started together); output tokens/s and TTFT as the clients see them; the second
+  with `--stream-interval-ms 20`.
 """
 
 from __future__ import annotations
@@ -333,23 +334,31 @@ def grpc_numbers(folder: Path, logs: Path, stream_interval_ms: float = 0.0) -> d
     proc.start()
     try:
         asyncio.run(proc.wait_serving(100))
-        client = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.grpc_client",
-                proc.target,
-                str(CONCURRENT),
-                str(PROMPT),
-                str(OUTPUT),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if client.returncode != 0:
-            return {"error": client.stderr[-2000:]}
-        return json.loads(client.stdout)
+        result: dict[str, Any] = {}
+        for processes in (1, 4):
+            client = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.grpc_client",
+                    proc.target,
+                    str(CONCURRENT),
+                    str(PROMPT),
+                    str(OUTPUT),
+                    "--processes",
+                    str(processes),
+                    "--seed",
+                    str(10 + processes),  # fresh prompts per run: no prefix-cache hits from the last
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            key = f"client_processes_{processes}"
+            result[key] = (
+                json.loads(client.stdout) if client.returncode == 0 else {"error": client.stderr[-2000:]}
+            )
+        return result
     finally:
         proc.stop()
 
