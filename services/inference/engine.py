@@ -27,7 +27,7 @@ from clawdbot.services.inference.metrics import EngineMetrics
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
 from clawdbot.services.inference.model_runner import LaunchedStep, ModelRunner, TokenOutput, kv_block_bytes
 from clawdbot.services.inference.scheduler import Batch, Scheduler, SchedulerConfig
-from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
+from clawdbot.services.inference.sequence import PENDING, Finish, SamplingParams, Sequence
 from clawdbot.shared.errors import AlreadyExists, Unavailable
 
 log = logging.getLogger("clawdbot.inference.engine")
@@ -198,7 +198,9 @@ class Engine:
                 log.exception("engine step failed")
                 self._in_flight = None
                 with self._cv:
-                    for seq in list(self.scheduler.running):
+                    # What ran, and what was preempted while a step ran: its PENDING token is lost.
+                    waiting = [s for s in self.scheduler.waiting if s.token_ids[-1] == PENDING]
+                    for seq in [*self.scheduler.running, *waiting]:
                         self.scheduler.finish(seq, Finish.ABORT)
                         self.seqs.pop(seq.request_id, None)
                         self._emit(seq, StepEvent(error=f"{type(exc).__name__}: {exc}"))
