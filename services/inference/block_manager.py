@@ -114,10 +114,14 @@ class BlockManager:
     # -- lifecycle -----------------------------------------------------------------------------
     def first_needed(self, group: int, first_pos: int) -> int:
         """Index of the first logical block the query at `first_pos` still attends to."""
-        window = self.windows[group]
+        return self.first_needed_all(group, [first_pos])[0]
+
+    def first_needed_all(self, group: int, first_positions: list[int]) -> list[int]:
+        """`first_needed` of many positions in one call (the model runner's per-step batch)."""
+        window, bs = self.windows[group], self.block_size
         if window <= 0:
-            return 0
-        return max(0, first_pos - window + 1) // self.block_size
+            return [0] * len(first_positions)
+        return [max(0, pos - window + 1) // bs for pos in first_positions]
 
     def admit(self, seq: Sequence) -> int:
         """Start block tables for a sequence, reusing cached full blocks of its prefix; returns the
@@ -212,6 +216,8 @@ class BlockManager:
         bs = self.block_size
         hashes = self.hashes[seq.request_id]
         full = seq.num_computed // bs
+        if full <= len(hashes):
+            return  # most steps: no block filled up
         parent = hashes[-1] if hashes else None
         for i in range(len(hashes), full):
             tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])

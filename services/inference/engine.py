@@ -118,7 +118,6 @@ class Engine:
         self._cv = threading.Condition()
         self._outbox: list[tuple[str, _Stream, StepEvent]] = []
         self._in_flight: _InFlight | None = None
-        self.pipelined = engine_config.pipelined
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.steps = 0
@@ -226,8 +225,9 @@ class Engine:
         Pipelined: the next step is scheduled and launched before this one's sampled tokens are
         read (its decode rows take their input ids from this step's output on the device), and
         this step's events go out while the device runs the next. The host's per-step work
-        (scheduling, building inputs, events) then overlaps the device's instead of adding to it. A batch with
-        penalties waits for the tokens instead: its penalty state is built from them on the host.
+        (scheduling, building inputs, events) then overlaps the device's instead of adding to it.
+        A batch with penalties waits for the tokens instead: its penalty state is built from them
+        on the host.
         """
         current = self._in_flight or self._launch()
         self._in_flight = None
@@ -235,7 +235,9 @@ class Engine:
             self._flush()
             time.sleep(0.005)  # nothing fits right now (e.g. all waiting on memory); do not spin hot
             return 0
-        if self.pipelined and not any(seq.params.needs_penalties for seq in self.scheduler.running):
+        if self.engine_config.pipelined and not any(
+            seq.params.needs_penalties for seq in self.scheduler.running
+        ):
             self._in_flight = self._launch()
         self._flush()
         outputs = current.launched.outputs()
@@ -243,13 +245,12 @@ class Engine:
             self._apply_aborts()
             advanced = self.scheduler.resolve(current.batch, current.pending, [o.token for o in outputs])
             now = time.monotonic()
-            streams, outbox, steps = self.streams, self._outbox, self.steps
             for row in advanced:
                 seq, out = current.pending[row][0], outputs[row]
                 if seq.is_finished:
                     self._finish_event(seq, [] if seq.stop_token_id is not None else [out])
-                elif (stream := streams.get(seq.request_id)) is not None:  # `_emit`, inlined: hot
-                    outbox.append((seq.request_id, stream, StepEvent(tokens=[out], step=steps)))
+                else:
+                    self._emit(seq, StepEvent(tokens=[out]))
             self.metrics.tokens([current.pending[row][0] for row in advanced], now)
             self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
             self.steps += 1
@@ -299,14 +300,15 @@ class Engine:
         with self._cv:
             outbox, self._outbox = self._outbox, []
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[StepEvent], StepEvent]]] = {}
-            for request_id, stream, event in outbox:
+            for _, stream, event in outbox:
                 by_loop.setdefault(stream.loop, []).append((stream.queue, event))
-                if event.finish is not None or event.error is not None:
-                    # After queueing the put: a stream gone from `streams` has had its last event queued.
-                    self.streams.pop(request_id, None)
             for loop, items in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
                     loop.call_soon_threadsafe(_deliver, items)
+            # After scheduling the puts: a stream gone from `streams` has had its last event queued.
+            for request_id, _, event in outbox:
+                if event.finish is not None or event.error is not None:
+                    self.streams.pop(request_id, None)
 
     # -- helpers -----------------------------------------------------------------------------------
     async def generate(self, prompt: list[int], params: SamplingParams, request_id: str) -> list[int]:

@@ -120,20 +120,9 @@ class ModelRunner:
                 input_ids.extend(seq.token_ids[start : start + n])
                 positions.extend(range(start, start + n))
                 rows.extend([b] * n)
-        context = (
-            [start + 1 for start in starts]
-            if decode
-            else [s + n for s, n in zip(starts, num_new, strict=True)]
-        )
+        context = [start + n for start, n in zip(starts, num_new, strict=True)]
         # Tokens sampled by the step still in flight: their row in that step's output, read on the device.
-        sources: list[int] = []
-        if PENDING in input_ids:
-            if decode:
-                sources = [
-                    seq.pending_row if tok == PENDING else 0 for seq, tok in zip(seqs, input_ids, strict=True)
-                ]
-            else:
-                sources = self._pending_sources(seqs, num_new, total)
+        sources = self._pending_sources(seqs, num_new, total) if PENDING in input_ids else []
         flat: list[int] = []
         sizes: list[int] = []
 
@@ -151,10 +140,9 @@ class ModelRunner:
             add(section)
         widths = []
         all_tables = blocks.tables
-        for g, window in enumerate(self.windows):
+        for g in range(len(self.windows)):
             tables = [all_tables[seq.request_id][g] for seq in seqs]
-            # BlockManager.first_needed, inlined (a call per sequence and group is hot at batch 256).
-            firsts = [max(0, start - window + 1) // bs for start in starts] if window > 0 else [0] * count
+            firsts = blocks.first_needed_all(g, starts)
             width = max(len(t) - f for t, f in zip(tables, firsts, strict=True))
             widths.append(width)
             add(firsts)
@@ -293,11 +281,7 @@ class ModelRunner:
         engine can do the previous step's host work (events, metrics) while the GPU runs this one.
         """
         input_ids, meta, rope_lens = self.prepare(batch, blocks)
-        sampling = [
-            b
-            for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new, strict=True))
-            if seq.num_computed + n == len(seq.token_ids)  # Batch.samples, inlined: hot at batch 256
-        ]
+        sampling = batch.sampling_rows()
         graphs = self.decode_graphs
         if (
             graphs is not None
@@ -311,11 +295,11 @@ class ModelRunner:
             logits = self.forward_step(input_ids, meta, rope_lens, ends[sampling].to(self.device))
         else:
             self.forward_step(input_ids, meta, rope_lens, input_ids[:0])
-            return LaunchedStep(len(batch), [], [])
+            return LaunchedStep([], [])
         seqs = [batch.seqs[b] for b in sampling]
         out = sample(logits, self.sampling_tensors(seqs, eos))
         self._in_flight_tokens = out.tokens
-        step = LaunchedStep(len(batch), sampling, seqs)
+        step = LaunchedStep(sampling, seqs)
         step.tokens = self._to_host(out.tokens)
         step.logprobs = self._to_host(out.logprobs)
         step.top_ids = self._to_host(out.top_ids)
@@ -343,7 +327,6 @@ class ModelRunner:
 class LaunchedStep:
     """A queued step: which rows sample, and host copies of the sampler's output once `ready` fires."""
 
-    size: int
     sampling: list[int]
     seqs: list[Sequence]
     tokens: torch.Tensor | None = None

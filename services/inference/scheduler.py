@@ -35,10 +35,13 @@ class Batch:
     def num_tokens(self) -> int:
         return sum(self.num_new)
 
-    def samples(self, index: int) -> bool:
-        """Whether sequence `index` reaches its last token this step (so a token is sampled)."""
-        seq = self.seqs[index]
-        return seq.num_computed + self.num_new[index] == seq.num_tokens
+    def sampling_rows(self) -> list[int]:
+        """The rows whose sequence reaches its last token this step (so a token is sampled)."""
+        return [
+            b
+            for b, (seq, n) in enumerate(zip(self.seqs, self.num_new, strict=True))
+            if seq.num_computed + n == len(seq.token_ids)
+        ]
 
 
 def _order(seq: Sequence) -> tuple[int, int]:
@@ -115,7 +118,6 @@ class Scheduler:
         if len(order) < len(running):
             order += [s for s in running if len(s.token_ids) - s.num_computed > 1]
         context = self.config.context_length
-        covered, slide_at = self.blocks.covered, self.blocks.slide_at
         preempted = False
         i = 0
         while i < len(order) and budget > 0:
@@ -125,15 +127,7 @@ class Scheduler:
                 # Its last token is in flight (a pipelined step) and ends it: it finishes when read.
                 order.pop(i)
                 continue
-            first = seq.num_computed
-            n = min(len(ids) - first, budget)
-            rid = seq.request_id
-            if first + n <= covered[rid] and first < slide_at[rid]:  # BlockManager.reserve's fast path
-                batch.seqs.append(seq)
-                batch.num_new.append(n)
-                budget -= n
-                i += 1
-                continue
+            n = min(len(ids) - seq.num_computed, budget)
             while not self.blocks.reserve(seq, n):
                 victim = order.pop()
                 self._preempt(victim)
@@ -194,11 +188,8 @@ class Scheduler:
         """The step's sampled tokens are read: fill them in, register newly full blocks, apply stop
         rules. Returns the rows of `pending` whose sequence got its token (finished ones included)."""
         now = time.monotonic()
-        tables, hashes, bs = self.blocks.tables, self.blocks.hashes, self.blocks.block_size
         for seq in batch.seqs:
-            rid = seq.request_id
-            # Not preempted meanwhile, and a block newly full (commit's own test, hoisted: hot).
-            if rid in tables and seq.num_computed >= (len(hashes[rid]) + 1) * bs:
+            if seq.request_id in self.blocks.tables:  # not preempted (or finished) meanwhile
                 self.blocks.commit(seq)
         advanced: list[int] = []
         for row, ((seq, index), token) in enumerate(zip(pending, tokens, strict=True)):

@@ -39,7 +39,6 @@ def tiny_model(folder: Path, texts: list[str]) -> Path:
 
 @pytest.mark.slow
 async def test_dense_scores_are_fused_with_bm25(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     faq = tmp_path / "faq.jsonl"
     faq.write_text(
         "\n".join(
