@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from clawdbot.services.inference.dummy import write_dummy
-from clawdbot.services.inference.engine import Engine, EngineConfig, StepEvent
+from clawdbot.services.inference.engine import Engine, EngineConfig
+from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.model.loader import load_model, resolve_dtype
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
 

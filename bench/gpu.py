@@ -1,6 +1,6 @@
 """Issue 4 on the GPU: correctness first, then speed against transformers on the same weights.
 
-    python -m bench.gpu --out gpu.json [--sections correctness,ours,hf,grpc,long]
+    python -m bench.gpu --out gpu.json [--sections correctness,ours,core,hf,grpc,long]
 
 Prints one JSON object (and writes it to --out):
 - correctness: greedy tokens of a tiny model, our engine on the CPU (fp32) vs CUDA (fp32, Triton
@@ -11,12 +11,15 @@ Prints one JSON object (and writes it to --out):
   own path: KV pool from free memory, Triton kernels, CUDA graphs, pipelined steps): single
   stream, and 256 concurrent requests (prompt 128, output 256, ignore_eos) with TTFT p50/p99,
   consumed by asyncio tasks in the same process.
+- core-int4: the same load with the engine in its engine core process (as the service runs it),
+  consumed by asyncio tasks in this process through `EngineClient`.
 - long: one 32k-token generation; KV blocks in use sampled as it grows (flat once the 4,096-token
   window fills).
-- grpc, grpc-20ms: `clawdbot serve inference` (INT4) as a separate process, 256 concurrent
+- grpc, grpc-in-process: `clawdbot serve inference` (INT4) as a separate process, 256 concurrent
   Generate streams from client processes (bench/grpc_client.py: all streams from one process, then
-  split over four started together); output tokens/s and TTFT as the clients see them; the second
-  with `--stream-interval-ms 20`.
+  split over four started together); output tokens/s and TTFT as the clients see them. The first
+  with the engine in its own process (the default), the second with `--in-process`.
+- grpc20 (only when named): the default service with `--stream-interval-ms 20`.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ from typing import Any
 import torch
 
 from bench.engine import make_prompts
+from clawdbot.services.inference.builder import build_engine, warm_up
 from clawdbot.services.inference.dummy import write_dummy
-from clawdbot.services.inference.engine import Engine, StepEvent
+from clawdbot.services.inference.engine import Engine
+from clawdbot.services.inference.engine_client import EngineClient
+from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
-from clawdbot.services.inference.service import build_engine, warm_up
+from clawdbot.services.inference.server import EngineHandle
 from clawdbot.services.inference.settings import InferenceSettings
 
 PROMPT, OUTPUT, CONCURRENT = 128, 256, 256
@@ -63,7 +69,7 @@ async def drain(queue: asyncio.Queue[StepEvent], start: float) -> tuple[list[int
             return tokens, times
 
 
-async def load_test(engine: Engine, prompts: list[list[int]], gen: int, tag: str) -> dict[str, Any]:
+async def load_test(engine: EngineHandle, prompts: list[list[int]], gen: int, tag: str) -> dict[str, Any]:
     params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
     start = time.perf_counter()
     queues = [engine.submit(Sequence(f"{tag}-{i}", list(p), params)) for i, p in enumerate(prompts)]
@@ -216,6 +222,26 @@ async def ours(folder: Path, quant: str) -> dict[str, Any]:
         engine.stop()
 
 
+async def ours_core(folder: Path, quant: str) -> dict[str, Any]:
+    """The load of `ours` with the engine in its core process, as `clawdbot serve inference` runs it."""
+    prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
+    settings = InferenceSettings(
+        model=folder,
+        quantization=quant,
+        device="cuda",
+        max_num_seqs=CONCURRENT,
+        max_num_batched_tokens=8192,
+        max_waiting=1024,
+    )
+    client = await EngineClient.spawn(settings)  # returns once the core has loaded and warmed up
+    try:
+        single = await load_test(client, prompts[:1], OUTPUT, f"s-{quant}")
+        loaded = await load_test(client, prompts, OUTPUT, f"b-{quant}")
+        return {"single_stream": single, "concurrent_256": loaded, "engine_pid": client.process.pid}
+    finally:
+        await client.stop()
+
+
 def long_context_copy(folder: Path, context: int) -> Path:
     """The same weights (symlinked) with a longer max_position_embeddings."""
     long_folder = folder.parent / f"{folder.name}-ctx{context}"
@@ -306,7 +332,9 @@ def hf_numbers(folder: Path) -> dict[str, Any]:
     return result
 
 
-def grpc_numbers(folder: Path, logs: Path, stream_interval_ms: float = 0.0) -> dict[str, Any]:
+def grpc_numbers(
+    folder: Path, logs: Path, stream_interval_ms: float = 0.0, in_process: bool = False
+) -> dict[str, Any]:
     """The service as its own process; this process is the client (its own process too)."""
     from clawdbot.shared.processes import ServiceProcess, free_port
 
@@ -328,8 +356,10 @@ def grpc_numbers(folder: Path, logs: Path, stream_interval_ms: float = 0.0) -> d
             "1024",
             "--stream-interval-ms",
             str(stream_interval_ms),
+            "--in-process" if in_process else "--engine-process",
         ],
-        log_path=logs / f"inference-service-{stream_interval_ms:g}ms.log",
+        log_path=logs
+        / f"inference-service-{stream_interval_ms:g}ms{'-in-process' if in_process else ''}.log",
     )
     proc.start()
     try:
@@ -377,7 +407,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sections", default="correctness,ours,hf,grpc,long")
+    parser.add_argument("--sections", default="correctness,ours,core,hf,grpc,long")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -401,6 +431,9 @@ def main() -> None:
         if args.out:
             args.out.write_text(text + "\n")
 
+    def logs_folder() -> Path:
+        return args.out.parent if args.out else work
+
     if args.child:
         # One section in this process (its own CUDA context): print its JSON and leave.
         folder = Path(args.folder) if args.folder else write_dummy("ref-336m", work / "ref-336m")
@@ -409,8 +442,10 @@ def main() -> None:
             "transformers": lambda: hf_numbers(folder),
             "ours-int4": lambda: asyncio.run(ours(folder, "int4")),
             "ours-bf16": lambda: asyncio.run(ours(folder, "none")),
-            "grpc": lambda: grpc_numbers(folder, args.out.parent if args.out else work),
-            "grpc-20ms": lambda: grpc_numbers(folder, args.out.parent if args.out else work, 20.0),
+            "core-int4": lambda: asyncio.run(ours_core(folder, "int4")),
+            "grpc": lambda: grpc_numbers(folder, logs_folder()),
+            "grpc-in-process": lambda: grpc_numbers(folder, logs_folder(), in_process=True),
+            "grpc20": lambda: grpc_numbers(folder, logs_folder(), 20.0),
             "long": lambda: asyncio.run(long_generation(folder)),
         }
         print(json.dumps(runners[args.child]()))
@@ -451,9 +486,20 @@ def main() -> None:
 
     try:
         folder = write_dummy("ref-336m", work / "ref-336m")
-        limits = {"correctness": 90, "transformers": 120, "grpc": 120, "long": 150}
-        for name in ("correctness", "ours-int4", "ours-bf16", "transformers", "grpc", "grpc-20ms", "long"):
-            if name.split("-")[0] in sections or (name == "transformers" and "hf" in sections):
+        limits = {"correctness": 90, "transformers": 120, "long": 150}
+        groups = {
+            "correctness": "correctness",
+            "ours-int4": "ours",
+            "ours-bf16": "ours",
+            "core-int4": "core",
+            "transformers": "hf",
+            "grpc": "grpc",
+            "grpc-in-process": "grpc",
+            "grpc20": "grpc20",
+            "long": "long",
+        }
+        for name, group in groups.items():
+            if group in sections:
                 section(name, limits.get(name, 120), folder)
     finally:
         emit()

@@ -2,10 +2,16 @@
 
 python -m bench.grpc_client HOST:PORT N PROMPT_LEN OUTPUT_LEN [--processes P]
 
-With `--processes P` the N streams are split over P client processes that start together (at a
-wall-clock instant handed to each), so a single Python client's own event loop does not bound
-what is measured; the figures are then over all streams (throughput = all tokens / first start to
-last end, TTFT per stream from the common start).
+With `--processes P` the N streams are split over P client processes that start together, so a
+single Python client's own event loop does not bound what is measured; the figures are then over
+all streams (throughput = all tokens / common start to last end, TTFT per stream from the common
+start).
+
+The common start is a barrier, not a guess: each process connects, makes one warm-up call, says
+"ready" on stdout, and only then gets the start instant on stdin. (An earlier version handed out an
+instant 2.5 s ahead; client processes still importing their libraries on a busy host started late,
+and every stream's TTFT carried the delay: 1.2-2.4 s TTFTs with a spread of ~50 ms.) Each process
+reports how late it actually started (`start_late_ms_max`).
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import subprocess
 import sys
 import time
 
 import grpc
-import torch
 
 from clawdbot.v1 import inference_pb2, inference_pb2_grpc
 
@@ -43,22 +49,28 @@ async def one(
 
 
 def prompts_for(count: int, prompt_len: int, seed: int, vocab: int) -> list[list[int]]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, vocab, (count, prompt_len), generator=generator).tolist()
+    draw = random.Random(seed)
+    return [[draw.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(count)]
 
 
 async def shard(
-    target: str, indices: list[int], prompt_len: int, output: int, start_at: float, seed: int, vocab: int
+    target: str, indices: list[int], prompt_len: int, output: int, seed: int, vocab: int
 ) -> list[dict[str, float]]:
-    """Streams `indices` of the load, started at wall-clock `start_at` (after a warm-up call)."""
+    """Streams `indices` of the load: connect and warm up, say ready, start at the instant read from stdin."""
     prompts = prompts_for(max(indices) + 1, prompt_len, seed, vocab)
     async with grpc.aio.insecure_channel(
         target, options=[("grpc.max_receive_message_length", 64 << 20)]
     ) as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
         await one(stub, f"warm{indices[0]}", prompts[indices[0]][:8], 4, time.time())
+        print("ready", flush=True)
+        start_at = float(await asyncio.to_thread(sys.stdin.readline))
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        return await asyncio.gather(*(one(stub, f"g{i}", prompts[i], output, start_at) for i in indices))
+        late = time.time() - start_at
+        results = await asyncio.gather(*(one(stub, f"g{i}", prompts[i], output, start_at) for i in indices))
+        for result in results:
+            result["late"] = late
+        return results
 
 
 def summary(results: list[dict[str, float]], processes: int) -> dict[str, object]:
@@ -76,6 +88,7 @@ def summary(results: list[dict[str, float]], processes: int) -> dict[str, object
         "tokens_per_message_mean": round(
             statistics.mean(r["tokens"] / max(1, r["messages"]) for r in results), 2
         ),
+        "start_late_ms_max": round(max(r["late"] for r in results) * 1e3, 2),
     }
 
 
@@ -93,17 +106,15 @@ def main() -> None:
     )
     parser.add_argument("--vocab", type=int, default=32000, help="prompt ids are drawn below this")
     parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/P": this process's part
-    parser.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.shard is not None:
         index, total = (int(x) for x in args.shard.split("/"))
         indices = list(range(index, args.count, total))
         results = asyncio.run(
-            shard(args.target, indices, args.prompt_len, args.output, args.start_at, args.seed, args.vocab)
+            shard(args.target, indices, args.prompt_len, args.output, args.seed, args.vocab)
         )
         print(json.dumps(results))
         return
-    start_at = time.time() + 2.0 + 0.5 * args.processes  # every process connected and warmed by then
     children = [
         subprocess.Popen(
             [
@@ -116,25 +127,33 @@ def main() -> None:
                 str(args.output),
                 "--shard",
                 f"{i}/{args.processes}",
-                "--start-at",
-                str(start_at),
                 "--seed",
                 str(args.seed),
                 "--vocab",
                 str(args.vocab),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for i in range(args.processes)
     ]
-    results: list[dict[str, float]] = []
+    for child in children:  # the barrier: every process connected and warmed up
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise SystemExit("a client process failed before it was ready")
+    start_at = f"{time.time() + 0.2}\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(start_at)
+        child.stdin.flush()
+    streams: list[dict[str, float]] = []
     for child in children:
         out, _ = child.communicate(timeout=600)
         if child.returncode != 0:
             raise SystemExit(f"client process failed ({child.returncode})")
-        results += json.loads(out)
-    print(json.dumps(summary(results, args.processes)))
+        streams += json.loads(out)
+    print(json.dumps(summary(streams, args.processes)))
 
 
 if __name__ == "__main__":

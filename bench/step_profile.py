@@ -30,10 +30,10 @@ from typing import Any
 import torch
 
 from bench.engine import make_prompts
+from clawdbot.services.inference.builder import build_engine
 from clawdbot.services.inference.dummy import write_dummy
 from clawdbot.services.inference.engine import Engine
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
-from clawdbot.services.inference.service import build_engine
 from clawdbot.services.inference.settings import InferenceSettings
 
 PHASES = {

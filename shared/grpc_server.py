@@ -112,6 +112,11 @@ class ServiceHost:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (signal or `request_stop`): the process is draining or about to."""
+        return self._stop.is_set()
+
     async def stop(self) -> None:
         """NOT_SERVING, then let calls in flight finish within the grace period."""
         if self._server is None:

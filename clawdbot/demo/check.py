@@ -75,8 +75,8 @@ def ours(args: argparse.Namespace) -> None:
     """The same scoring through our engine (greedy, batched by the scheduler)."""
     import asyncio
 
+    from clawdbot.services.inference.builder import build_engine
     from clawdbot.services.inference.sequence import SamplingParams
-    from clawdbot.services.inference.service import build_engine
     from clawdbot.services.inference.settings import InferenceSettings
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

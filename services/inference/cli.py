@@ -46,6 +46,11 @@ from clawdbot.shared.options import common_server_options
     default=None,
     help="Least time between two messages of a Generate stream; tokens meanwhile go together [default: 0].",
 )
+@click.option(
+    "--engine-process/--in-process",
+    default=None,
+    help="Run the engine in its own process (default) or in the gRPC server's process.",
+)
 def serve(config_file: Path | None, **options: Any) -> None:
     """Serve clawdbot.v1.Inference: the continuous-batching engine over a local model folder."""
     from clawdbot.services.inference.service import InferenceService

@@ -17,15 +17,17 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.events import StepEvent, TokenOutput
 from clawdbot.services.inference.metrics import EngineMetrics
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
-from clawdbot.services.inference.model_runner import LaunchedStep, ModelRunner, TokenOutput, kv_block_bytes
+from clawdbot.services.inference.model_runner import LaunchedStep, ModelRunner, kv_block_bytes
 from clawdbot.services.inference.scheduler import Batch, Scheduler, SchedulerConfig
 from clawdbot.services.inference.sequence import PENDING, Finish, SamplingParams, Sequence
 from clawdbot.shared.errors import AlreadyExists, Unavailable
@@ -47,20 +49,6 @@ class EngineConfig:
 
 
 @dataclass
-class StepEvent:
-    """What one step produced for one request (tokens may be empty on a final ABORT)."""
-
-    tokens: list[TokenOutput] = field(default_factory=list)
-    finish: Finish | None = None
-    stop_token_id: int | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    error: str | None = None
-    step: int = 0  # the engine step count when it was emitted
-
-
-@dataclass
 class _InFlight:
     """A launched step whose tokens have not been read yet."""
 
@@ -74,6 +62,9 @@ class _InFlight:
 class _Stream:
     queue: asyncio.Queue[StepEvent]
     loop: asyncio.AbstractEventLoop
+
+
+EventSink = Callable[[list[tuple[str, StepEvent]]], None]
 
 
 def _deliver(items: list[tuple[asyncio.Queue[StepEvent], StepEvent]]) -> None:
@@ -90,6 +81,7 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         metrics: EngineMetrics | None = None,
+        sink: EventSink | None = None,
     ) -> None:
         self.config = config
         self.engine_config = engine_config
@@ -113,10 +105,13 @@ class Engine:
         self.runner = ModelRunner(model, config, num_blocks, bs, device, dtype)
         self.metrics = metrics or EngineMetrics()
         self.streams: dict[str, _Stream] = {}
+        # Where events of requests queued by `add` (no asyncio stream) go, from the engine thread,
+        # once per step: the engine core process sends them to the gRPC process (engine_core.py).
+        self.sink = sink
         self.seqs: dict[str, Sequence] = {}
         self._aborts: deque[str] = deque()
         self._cv = threading.Condition()
-        self._outbox: list[tuple[str, _Stream, StepEvent]] = []
+        self._outbox: list[tuple[str, _Stream | None, StepEvent]] = []
         self._in_flight: _InFlight | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -155,18 +150,28 @@ class Engine:
     # -- requests (called from the event loop) ---------------------------------------------------
     def submit(self, seq: Sequence) -> asyncio.Queue[StepEvent]:
         """Queue a request; its events arrive on the returned queue. Raises ResourceExhausted when full."""
+        queue: asyncio.Queue[StepEvent] = asyncio.Queue()
+        self._admit(seq, _Stream(queue, asyncio.get_running_loop()))
+        return queue
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a request whose events go to `sink` (the engine core's wire), from any thread."""
+        if self.sink is None:
+            raise RuntimeError("Engine.add needs a sink; in-process consumers use submit")
+        self._admit(seq, None)
+
+    def _admit(self, seq: Sequence, stream: _Stream | None) -> None:
         if self._thread is None or self._stopping:
             raise Unavailable("the engine is not running")
-        queue: asyncio.Queue[StepEvent] = asyncio.Queue()
         with self._cv:
             if seq.request_id in self.seqs:
                 raise AlreadyExists("a request with this id is running", field="request_id")
             self.scheduler.add(seq)
             self.seqs[seq.request_id] = seq
-            self.streams[seq.request_id] = _Stream(queue, asyncio.get_running_loop())
+            if stream is not None:
+                self.streams[seq.request_id] = stream
             self._cv.notify_all()
         self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
-        return queue
 
     def abort(self, request_id: str) -> int:
         """End a request at the next step boundary; returns the step count when it was queued."""
@@ -290,25 +295,36 @@ class Engine:
     def _emit(self, seq: Sequence, event: StepEvent) -> None:
         """Queue an event for delivery at the next `_flush` (called with the lock held)."""
         stream = self.streams.get(seq.request_id)
-        if stream is None:
+        if stream is None and self.sink is None:
             return
         event.step = self.steps
         self._outbox.append((seq.request_id, stream, event))
 
     def _flush(self) -> None:
-        """Hand the queued events to their event loops: one thread-safe call per loop, not per event."""
+        """Hand the queued events over: one thread-safe call per event loop and one sink call, not one per event."""
         with self._cv:
             outbox, self._outbox = self._outbox, []
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[StepEvent], StepEvent]]] = {}
-            for _, stream, event in outbox:
+        if not outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[StepEvent], StepEvent]]] = {}
+        wired: list[tuple[str, StepEvent]] = []
+        for request_id, stream, event in outbox:
+            if stream is None:
+                wired.append((request_id, event))
+            else:
                 by_loop.setdefault(stream.loop, []).append((stream.queue, event))
-            for loop, items in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
-                    loop.call_soon_threadsafe(_deliver, items)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
+                loop.call_soon_threadsafe(_deliver, items)
+        if wired and self.sink is not None:
+            self.sink(wired)
+        with self._cv:
             # After scheduling the puts: a stream gone from `streams` has had its last event queued.
-            for request_id, _, event in outbox:
-                if event.finish is not None or event.error is not None:
-                    self.streams.pop(request_id, None)
+            # `is stream`: the id may already belong to a new request submitted meanwhile.
+            for request_id, stream, event in outbox:
+                ended = event.finish is not None or event.error is not None
+                if ended and stream is not None and self.streams.get(request_id) is stream:
+                    del self.streams[request_id]
 
     # -- helpers -----------------------------------------------------------------------------------
     async def generate(self, prompt: list[int], params: SamplingParams, request_id: str) -> list[int]:

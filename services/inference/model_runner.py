@@ -19,6 +19,7 @@ import torch
 from clawdbot.services.inference.attention import AttentionMetadata, GroupMetadata
 from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.events import TokenOutput
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
 from clawdbot.services.inference.sampler import SamplingTensors, sample
 from clawdbot.services.inference.scheduler import Batch
@@ -36,15 +37,6 @@ class _BatchMix:
     min_tokens: bool  # some row has min_tokens (suppression may apply)
     penalties: bool
     top_logprobs: int  # max alternatives any row asked for; -1 = no logprobs at all
-
-
-@dataclass
-class TokenOutput:
-    """The token a sequence got this step, with its logprob and the top alternatives when asked."""
-
-    token: int
-    logprob: float | None = None
-    top: list[tuple[int, float]] | None = None
 
 
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:

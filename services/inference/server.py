@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import grpc
 
-from clawdbot.services.inference.engine import Engine, StepEvent
-from clawdbot.services.inference.sequence import Finish
+from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.events import StepEvent
+from clawdbot.services.inference.sequence import Finish, Sequence
 from clawdbot.services.inference.validation import Limits, build_sequence
-from clawdbot.shared.errors import Unavailable
+from clawdbot.shared.errors import AlreadyExists, ClawdbotError, ResourceExhausted, Unavailable
 from clawdbot.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 FINISH = {
@@ -18,6 +20,31 @@ FINISH = {
     Finish.LENGTH: common_pb2.FINISH_REASON_LENGTH,
     Finish.ABORT: common_pb2.FINISH_REASON_ABORT,
 }
+
+
+class EngineHandle(Protocol):
+    """What the servicer needs of an engine: `Engine` in this process, or `EngineClient` to a core."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    def submit(self, seq: Sequence) -> asyncio.Queue[StepEvent]: ...
+
+    def abort(self, request_id: str) -> object: ...
+
+
+REFUSALS: dict[str, type[ClawdbotError]] = {
+    "RESOURCE_EXHAUSTED": ResourceExhausted,
+    "ALREADY_EXISTS": AlreadyExists,
+}
+
+
+def failure(event: StepEvent) -> ClawdbotError:
+    """The error a stream ends with: a refusal keeps its status code, anything else is UNAVAILABLE."""
+    refusal = REFUSALS.get(event.error_code or "")
+    if refusal is not None:
+        return refusal(event.error or "refused")
+    return Unavailable(f"the engine failed this request: {event.error}")
 
 
 def merge(events: list[StepEvent], want_logprobs: bool) -> inference_pb2.GenerateResponse:
@@ -48,22 +75,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     def __init__(self, stream_interval: float = 0.0) -> None:
         self.stream_interval = stream_interval  # seconds; see InferenceSettings.stream_interval_ms
-        self._engine: Engine | None = None
+        self._engine: EngineHandle | None = None
         self._info: inference_pb2.ModelInfoResponse | None = None
+        self._unbound_reason = "the model is still loading"
         self.limits: Limits | None = None
 
-    def bind(self, engine: Engine, info: inference_pb2.ModelInfoResponse) -> None:
-        self.limits = Limits(
-            block_size=engine.engine_config.block_size,
-            num_blocks=engine.num_blocks,
-            full_attention=0 in engine.config.layer_windows,
-        )
+    def bind(self, engine: EngineHandle, info: inference_pb2.ModelInfoResponse, limits: Limits) -> None:
+        self.limits = limits
         self._engine, self._info = engine, info
 
+    def unbind(self, reason: str) -> None:
+        """New calls answer UNAVAILABLE with `reason` until the next `bind`."""
+        self._engine, self._unbound_reason = None, reason
+
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> EngineHandle:
         if self._engine is None:
-            raise Unavailable("the model is still loading")
+            raise Unavailable(self._unbound_reason)
         return self._engine
 
     async def Generate(
@@ -86,7 +114,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 while not queue.empty() and events[-1].finish is None:
                     events.append(queue.get_nowait())
                 if events[-1].error is not None:
-                    raise Unavailable(f"the engine failed this request: {events[-1].error}")
+                    finished = True  # the engine has forgotten it: nothing to abort
+                    raise failure(events[-1])
                 finished = events[-1].finish is not None
                 yield merge(events, seq.params.logprobs)
                 sent_at = loop.time() if self.stream_interval > 0 else None

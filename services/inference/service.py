@@ -1,164 +1,121 @@
-"""Wiring: settings -> model -> engine -> gRPC host. The only place that knows all three."""
+"""Wiring: settings -> engine (its own process, or this one) -> gRPC host. The only place that knows all three."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
-import random
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from prometheus_client import REGISTRY
 
-from clawdbot.services.inference.config import ModelConfig
-from clawdbot.services.inference.dummy import write_dummy
-from clawdbot.services.inference.engine import Engine, EngineConfig
-from clawdbot.services.inference.gpu import accelerate, kv_blocks_for_gpu
-from clawdbot.services.inference.model.loader import load_model, resolve_dtype
-from clawdbot.services.inference.sequence import SamplingParams
+from clawdbot.services.inference.engine_client import CoreMetricsCollector, EngineClient
 from clawdbot.services.inference.server import InferenceServicer
 from clawdbot.services.inference.settings import InferenceSettings
-from clawdbot.shared.errors import InvalidArgument
 from clawdbot.shared.grpc_server import ServiceHost
-from clawdbot.v1 import inference_pb2, inference_pb2_grpc
+from clawdbot.v1 import inference_pb2_grpc
+
+if TYPE_CHECKING:  # the gRPC process imports torch only when the engine runs in it
+    from clawdbot.services.inference.engine import Engine
 
 log = logging.getLogger("clawdbot.inference")
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-def model_folder(settings: InferenceSettings) -> Path:
-    if settings.model is not None:
-        return settings.model
-    if settings.dummy is not None:
-        folder = Path(tempfile.mkdtemp(prefix=f"clawdbot-dummy-{settings.dummy}-"))
-        return write_dummy(settings.dummy, folder)
-    raise InvalidArgument("give a model folder (--model) or a dummy shape (--dummy)", field="model")
-
-
-def quantization_label(config: ModelConfig, settings: InferenceSettings) -> str:
-    saved = config.quantization
-    if saved is not None:
-        return f"int4-g{saved.get('group_size', 128)}"
-    return f"int4-g{settings.group_size}" if settings.quantization == "int4" else "none"
-
-
-def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.ModelInfoResponse]:
-    """Load the model and build the engine (blocking; run it off the event loop)."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    device = torch.device(settings.device)
-    folder = model_folder(settings)
-    model, config = load_model(
-        folder,
-        device=device,
-        dtype=settings.dtype,
-        quantization=settings.quantization,
-        lm_head=settings.lm_head,
-        group_size=settings.group_size,
-    )
-    dtype = resolve_dtype(settings.dtype, device)
-    num_blocks = settings.num_kv_blocks
-    if device.type == "cuda" and num_blocks is None:
-        num_blocks = kv_blocks_for_gpu(
-            config, settings.block_size, dtype, device, settings.gpu_memory_utilization
-        )
-    engine = Engine(
-        model,
-        config,
-        EngineConfig(
-            block_size=settings.block_size,
-            num_blocks=num_blocks,
-            kv_cache_bytes=int(settings.kv_cache_gb * (1 << 30)),
-            max_num_seqs=settings.max_num_seqs,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
-            max_waiting=settings.max_waiting,
-            prefix_caching=settings.prefix_caching,
-        ),
-        device,
-        dtype,
-    )
-    accelerate(engine.runner, settings.max_num_seqs, config.context_length, graphs=settings.cuda_graphs)
-    info = inference_pb2.ModelInfoResponse(
-        name=settings.dummy or config.name,
-        architecture=config.architecture,
-        context_length=config.context_length,
-        sliding_windows=list(config.layer_windows),
-        quantization=quantization_label(config, settings),
-        vocab_size=config.vocab_size,
-        eos_token_ids=list(config.eos_token_ids),
-        dtype=DTYPE_NAMES[dtype],
-        device=str(device),
-        num_layers=config.num_layers,
-        kv_block_size=settings.block_size,
-        kv_capacity_tokens=engine.capacity_tokens,
-        max_num_seqs=settings.max_num_seqs,
-    )
-    return engine, info
-
-
-# Prompt lengths the GPU warm-up prefills: one per tile configuration of the Triton kernels, with
-# and without a multiple of 16 (Triton compiles a variant for each), up to the step budget.
-GPU_WARM_UP_LENGTHS = (1, 3, 13, 16, 40, 64, 100, 512, 700, 2048)
-
-
-async def warm_up(engine: Engine) -> None:
-    """Short requests through the whole path, so the first clients do not pay for lazy init.
-
-    On CUDA they also compile every Triton kernel variant a prefill will need (seconds each on
-    first use, a stall of every stream if it happened under load): prompts of each length in
-    GPU_WARM_UP_LENGTHS and one of the whole step budget, prefilled in one step each, then a wave
-    of concurrent requests for the mixed steps of a loaded engine.
-    """
-    params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
-    lengths = [3]
-    if engine.device.type == "cuda":
-        budget = engine.engine_config.max_num_batched_tokens
-        longest = min(budget, engine.config.context_length - 2)
-        lengths = sorted({min(n, longest) for n in (*GPU_WARM_UP_LENGTHS, longest)})
-    draw = random.Random(0)
-
-    def prompt(length: int) -> list[int]:
-        return [draw.randrange(3, engine.config.vocab_size) for _ in range(length)]
-
-    for i, length in enumerate(lengths):
-        await engine.generate(prompt(length), params, request_id=f"__warmup{i}__")
-    if engine.device.type == "cuda":
-        # A wave of concurrent requests: mixed prefill + decode steps of many sizes, as under load.
-        config = engine.engine_config
-        count = min(config.max_num_seqs, config.max_waiting, 2 * config.max_num_batched_tokens // 128)
-        wave = [prompt(draw.randrange(64, 192)) for _ in range(count)]
-        await asyncio.gather(
-            *(engine.generate(p, params, request_id=f"__warmup-wave{i}__") for i, p in enumerate(wave))
-        )
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each new core after one died; the last repeats
 
 
 class InferenceService:
-    """The host with health NOT_SERVING until the model is loaded and warmed."""
+    """The host with health NOT_SERVING until the model is loaded and warmed.
+
+    By default the engine runs in an engine core process (`engine_core.py`) and this process only
+    serves gRPC. If the core dies (a CUDA fault, the OOM killer), the streams it ran end with
+    UNAVAILABLE, health turns NOT_SERVING, and a new core is started and warmed; health turns
+    SERVING again when it is ready. `engine_process: false` runs the engine in this process instead.
+    """
 
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
         self.host = ServiceHost("inference", settings)
-        self.engine: Engine | None = None
+        self.engine: Engine | EngineClient | None = None
+        self.core_restarts = 0
         self.servicer = InferenceServicer(stream_interval=settings.stream_interval_ms / 1000)
         self.host.add_service(
             "clawdbot.v1.Inference",
             lambda server: inference_pb2_grpc.add_InferenceServicer_to_server(self.servicer, server),
         )
+        self._collector: CoreMetricsCollector | None = None
+        self._restarting: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
+        if self.settings.engine_process:
+            await self._start_core()
+        else:
+            await self._start_in_process()
+
+    async def _start_core(self) -> None:
+        client = await EngineClient.spawn(self.settings, on_exit=self._core_exited)
+        self.engine = client
+        if self._collector is None:
+            self._collector = CoreMetricsCollector(client)
+            REGISTRY.register(self._collector)
+        self._collector.client = client
+        self.servicer.bind(client, client.info, client.limits)
+        log.info(
+            "model ready",
+            extra={
+                "model": client.info.name,
+                "quantization": client.info.quantization,
+                "engine_pid": client.process.pid,
+            },
+        )
+
+    async def _start_in_process(self) -> None:
+        from clawdbot.services.inference.builder import build_engine, engine_limits, warm_up
+
         engine, info = await asyncio.to_thread(build_engine, self.settings)
         engine.start()
         await warm_up(engine)
         self.engine = engine
-        self.servicer.bind(engine, info)
+        self.servicer.bind(engine, info, engine_limits(engine))
         log.info(
             "model ready",
             extra={"model": info.name, "quantization": info.quantization, "kv_blocks": engine.num_blocks},
         )
 
+    def _core_exited(self, code: int) -> None:
+        """Called on the event loop when the core died while we were not stopping it."""
+        self.servicer.unbind("the engine is restarting after a fault")
+        self._restarting = asyncio.create_task(self._restart(code))
+
+    async def _restart(self, code: int) -> None:
+        await self.host.set_serving(False)
+        for attempt in itertools.count():
+            delay = RESTART_DELAYS[min(attempt, len(RESTART_DELAYS) - 1)]
+            log.error("engine core died; starting a new one", extra={"exit_code": code, "in_seconds": delay})
+            await asyncio.sleep(delay)
+            if self.host.stopping:
+                return
+            try:
+                await self._start_core()
+            except Exception:
+                log.exception("engine core restart failed")
+                continue
+            self.core_restarts += 1
+            if not self.host.stopping:
+                await self.host.set_serving(True)
+            return
+
     async def shutdown(self) -> None:
-        if self.engine is not None:
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
+        if isinstance(self.engine, EngineClient):
+            await self.engine.stop()
+        elif self.engine is not None:
             await asyncio.to_thread(self.engine.stop)
+        if self._collector is not None:
+            REGISTRY.unregister(self._collector)
+            self._collector = None
 
     async def run(self) -> None:
         await self.host.run(self.startup, self.shutdown)

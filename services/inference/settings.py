@@ -34,4 +34,8 @@ class InferenceSettings(ServiceSettings):
     # in the next one. 0 sends each step's token at once; a few ms cuts the server's per-message work
     # under heavy load (docs/perf.md), the first token is never held back.
     stream_interval_ms: float = 0.0
+    # Run the engine (model, KV cache, step loop) in its own process, so the gRPC server's Python and
+    # the step loop do not share one GIL (docs/inference.md). false: one process, as in the tests of
+    # engine internals.
+    engine_process: bool = True
     threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default)

@@ -1,4 +1,9 @@
-"""The inference service over real gRPC: parity with transformers, bad input, cancellation, limits."""
+"""The inference service over real gRPC: parity with transformers, bad input, cancellation, limits.
+
+By default the engine runs in its own process (the product's default); tests that look inside the
+engine (its block tables, its streams) run it in the service's process (`engine_process=False`),
+the rest read what an operator reads: the core's metrics through the service.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ import pytest
 import torch
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from clawdbot.services.inference.engine import Engine
+from clawdbot.services.inference.engine_client import EngineClient
 from clawdbot.services.inference.sequence import SamplingParams
 from clawdbot.services.inference.service import InferenceService
 from clawdbot.services.inference.settings import InferenceSettings
@@ -48,15 +57,55 @@ async def stopped(service: InferenceService) -> None:
     await service.shutdown()
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["engine-process", "in-process"])
 async def mistral(
-    tmp_path: Path, port: int
+    request: pytest.FixtureRequest, tmp_path: Path, port: int
 ) -> AsyncIterator[tuple[InferenceService, Any, inference_pb2_grpc.InferenceStub]]:
     hf = tiny_model("mistral", tmp_path, seed=21)
-    service = await running_service(tmp_path, port)
+    service = await running_service(tmp_path, port, engine_process=request.param)
     async with create_channel(f"127.0.0.1:{port}") as channel:
         yield service, hf, inference_pb2_grpc.InferenceStub(channel)
     await stopped(service)
+
+
+@pytest.fixture
+async def local_mistral(
+    tmp_path: Path, port: int
+) -> AsyncIterator[tuple[InferenceService, Any, inference_pb2_grpc.InferenceStub]]:
+    """The engine in the service's process, for tests that inspect its internals."""
+    hf = tiny_model("mistral", tmp_path, seed=21)
+    service = await running_service(tmp_path, port, engine_process=False)
+    async with create_channel(f"127.0.0.1:{port}") as channel:
+        yield service, hf, inference_pb2_grpc.InferenceStub(channel)
+    await stopped(service)
+
+
+def local_engine(service: InferenceService) -> Engine:
+    assert isinstance(service.engine, Engine)
+    return service.engine
+
+
+async def engine_gauge(service: InferenceService, name: str) -> float:
+    """A gauge of the engine as /metrics shows it (asked of the core when it runs in its own process)."""
+    if isinstance(service.engine, EngineClient):
+        text = await service.engine.metrics_text()
+    else:
+        text = generate_latest(REGISTRY).decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return float(family.samples[0].value)
+    raise AssertionError(f"{name} not in the metrics")
+
+
+async def gauge_reaches(service: InferenceService, name: str, value: float, timeout: float = 10.0) -> bool:
+    """Poll a gauge, bounded: the engine's state is in another process (or thread), with no event to await."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await engine_gauge(service, name) == value:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
 
 
 def request(prompt: list[int], request_id: str = "", **sampling: Any) -> inference_pb2.GenerateRequest:
@@ -165,9 +214,9 @@ async def test_bad_input_is_invalid_argument_naming_the_field_while_others_run(m
     assert tokens == expected and last.finish_reason == common_pb2.FINISH_REASON_LENGTH
 
 
-async def test_closing_a_stream_frees_its_blocks_and_others_are_unaffected(mistral: Any) -> None:
-    service, hf, stub = mistral
-    engine = service.engine
+async def test_closing_a_stream_frees_its_blocks_and_others_are_unaffected(local_mistral: Any) -> None:
+    service, hf, stub = local_mistral
+    engine = local_engine(service)
     prompt_a, prompt_b = prompt_of(30, seed=23), prompt_of(12, seed=24)
     expected_b = reference_greedy(hf, prompt_b, 40)
     call_b = asyncio.create_task(
@@ -189,8 +238,8 @@ async def test_closing_a_stream_frees_its_blocks_and_others_are_unaffected(mistr
     engine.blocks.check()
 
 
-async def test_a_lagging_consumer_gets_several_tokens_in_one_message(mistral: Any) -> None:
-    service, _, _ = mistral
+async def test_a_lagging_consumer_gets_several_tokens_in_one_message(local_mistral: Any) -> None:
+    service, _, _ = local_mistral
 
     class Context:  # the servicer only asks the gRPC context for the remaining time
         def time_remaining(self) -> float | None:
@@ -202,7 +251,7 @@ async def test_a_lagging_consumer_gets_several_tokens_in_one_message(mistral: An
     first = await stream.__anext__()
     # The consumer does not read while the engine finishes the request and queues its last event;
     # one turn of the event loop then runs the puts the engine thread scheduled (FIFO).
-    assert await eventually(lambda: "lag" not in service.engine.streams, timeout=30)
+    assert await eventually(lambda: "lag" not in local_engine(service).streams, timeout=30)
     await asyncio.sleep(0)
     rest = [message async for message in stream]
     assert len(first.token_ids) + sum(len(m.token_ids) for m in rest) == 20
@@ -247,14 +296,19 @@ async def test_a_request_past_its_deadline_ends_with_abort_and_frees_its_blocks(
     tokens, last = await generate(stub, req)
     assert last.finish_reason == common_pb2.FINISH_REASON_ABORT
     assert len(tokens) < 500 and last.usage.completion_tokens == len(tokens)
-    assert "late" not in service.engine.blocks.tables
+    assert await engine_gauge(service, "clawdbot_inference_requests_running") == 0
+    if isinstance(service.engine, Engine):
+        assert "late" not in service.engine.blocks.tables
 
 
-async def test_full_waiting_queue_is_resource_exhausted(tmp_path: Path, port: int) -> None:
+@pytest.mark.parametrize("engine_process", [True, False], ids=["engine-process", "in-process"])
+async def test_full_waiting_queue_is_resource_exhausted(
+    engine_process: bool, tmp_path: Path, port: int
+) -> None:
     tiny_model("mistral", tmp_path, seed=27)
-    service = await running_service(tmp_path, port, max_num_seqs=1, max_waiting=1)
-    engine = service.engine
-    assert engine is not None
+    service = await running_service(
+        tmp_path, port, max_num_seqs=1, max_waiting=1, engine_process=engine_process
+    )
     try:
         async with create_channel(f"127.0.0.1:{port}") as channel:
             stub = inference_pb2_grpc.InferenceStub(channel)
@@ -262,12 +316,15 @@ async def test_full_waiting_queue_is_resource_exhausted(tmp_path: Path, port: in
             call_a = stub.Generate(request([5, 6, 7], "a", **long), timeout=60)
             await call_a.read()
             call_b = stub.Generate(request([5, 6, 8], "b", **long), timeout=60)
-            assert await eventually(lambda: len(engine.scheduler.waiting) == 1, timeout=10)
+            assert await gauge_reaches(service, "clawdbot_inference_requests_waiting", 1)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await generate(stub, request([5, 6, 9], "c", **long))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "waiting queue is full" in (err.value.details() or "")
             call_a.cancel()
             call_b.cancel()
+            # The refused request left the two running ones alone; the cancels end them in the engine.
+            assert await gauge_reaches(service, "clawdbot_inference_requests_running", 0)
     finally:
         await stopped(service)
 
@@ -276,7 +333,7 @@ async def test_a_stream_interval_groups_tokens_but_not_the_first(tmp_path: Path,
     """--stream-interval-ms: the first token goes out alone and at once; later tokens sampled within
     the interval share a message; the tokens are those of an unbatched stream."""
     tiny_model("mistral", tmp_path, seed=21)
-    service = await running_service(tmp_path, port, stream_interval_ms=200.0)
+    service = await running_service(tmp_path, port, stream_interval_ms=200.0, engine_process=False)
     try:
         async with create_channel(f"127.0.0.1:{port}") as channel:
             stub = inference_pb2_grpc.InferenceStub(channel)
@@ -288,7 +345,7 @@ async def test_a_stream_interval_groups_tokens_but_not_the_first(tmp_path: Path,
         # (one per token without the interval, when the client keeps up).
         assert len(messages) <= 8
         assert messages[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
-        reference = await service.engine.generate(
+        reference = await local_engine(service).generate(
             prompt_of(10, seed=26), SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True), "ref"
         )
         assert tokens == reference

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clawdbot.services.inference.engine import Engine, EngineConfig, StepEvent
+from clawdbot.services.inference.engine import Engine, EngineConfig
+from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.model.loader import load_model
 from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
 from clawdbot.services.inference.testing import reference_greedy, tiny_model
@@ -309,3 +311,43 @@ def test_pipelined_steps_give_exactly_the_unpipelined_outputs(
         engine.scheduler.eos = frozenset({5, 6, 7})
         results.append(drive(engine, requests))
     assert results[0] == results[1]
+
+
+async def test_requests_added_for_a_sink_get_the_events_a_stream_gets_in_one_call_a_step(
+    qwen2_folder: Path,
+) -> None:
+    """The engine core's path (`add`, events to a sink from the engine thread) against `submit`."""
+    requests = prompts(6, seed=31)
+    expected = await alone(qwen2_folder, requests)
+    calls: list[list[tuple[str, StepEvent]]] = []
+    done = threading.Event()
+    engine = make_engine(qwen2_folder, prefix_caching=False)
+
+    def sink(items: list[tuple[str, StepEvent]]) -> None:
+        calls.append(items)
+        finished = sum(1 for call in calls for _, event in call if event.finish is not None)
+        if finished == len(requests):
+            done.set()
+
+    engine.sink = sink
+    engine.start()
+    try:
+        for i, prompt in enumerate(requests):
+            engine.add(Sequence(f"r{i}", list(prompt), params_for(i)))
+        assert await asyncio.to_thread(done.wait, 60)
+    finally:
+        engine.stop()
+    tokens: dict[str, list[int]] = {}
+    for call in calls:
+        ids = [request_id for request_id, _ in call]
+        assert len(ids) == len(set(ids))  # one event per request per call: a call is a step
+        for request_id, event in call:
+            tokens.setdefault(request_id, []).extend(t.token for t in event.tokens)
+    assert [tokens[f"r{i}"] for i in range(len(requests))] == expected
+    assert not engine.streams
+
+
+def test_add_without_a_sink_is_refused(qwen2_folder: Path) -> None:
+    engine = make_engine(qwen2_folder)
+    with pytest.raises(RuntimeError, match="sink"):
+        engine.add(Sequence("x", [5, 6], GREEDY))

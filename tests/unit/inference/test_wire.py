@@ -1,0 +1,140 @@
+"""The engine core's frames: every message survives the trip through both channel ends unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.events import StepEvent, TokenOutput
+from clawdbot.services.inference.sequence import Finish, SamplingParams
+from clawdbot.services.inference.validation import Limits
+from clawdbot.services.inference.wire import (
+    Abort,
+    Add,
+    AsyncChannel,
+    BlockingChannel,
+    Events,
+    Metrics,
+    MetricsQuery,
+    Ready,
+    Start,
+    frame,
+)
+
+token_ids = st.integers(min_value=0, max_value=2**31 - 1)
+logprobs = st.floats(allow_nan=False, allow_infinity=False, max_value=0.0)
+outputs = st.builds(
+    TokenOutput,
+    token=token_ids,
+    logprob=st.none() | logprobs,
+    top=st.none() | st.lists(st.tuples(token_ids, logprobs), max_size=5),
+)
+events = st.builds(
+    StepEvent,
+    tokens=st.lists(outputs, max_size=4),
+    finish=st.none() | st.sampled_from(Finish),
+    stop_token_id=st.none() | token_ids,
+    prompt_tokens=st.integers(0, 1 << 20),
+    completion_tokens=st.integers(0, 1 << 20),
+    cached_tokens=st.integers(0, 1 << 20),
+    error=st.none() | st.text(max_size=40),
+    error_code=st.none() | st.sampled_from(["RESOURCE_EXHAUSTED", "ALREADY_EXISTS"]),
+    step=st.integers(0, 1 << 40),
+)
+request_ids = st.text(min_size=1, max_size=40)
+
+
+def through_the_socket(messages: list[object], to_core: bool) -> list[object]:
+    """Send with one end of a socket pair, read with the other (the ends the two processes use)."""
+    ours, theirs = socket.socketpair()
+    core = BlockingChannel(theirs)
+
+    async def exchange() -> list[object]:
+        channel = await AsyncChannel.open(ours)
+        try:
+            if to_core:
+                for message in messages:
+                    channel.send(message)  # type: ignore[arg-type]
+                channel.close_write()
+                received: list[object] = []
+                await asyncio.to_thread(lambda: received.extend(iter(core.receive, None)))
+                return received
+            sender = threading.Thread(target=lambda: [core.send(m) for m in messages])  # type: ignore[arg-type]
+            sender.start()
+            got = [await channel.receive() for _ in messages]
+            sender.join()
+            return got
+        finally:
+            channel.close()
+
+    try:
+        return asyncio.run(exchange())
+    finally:
+        core.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(request_ids, events), max_size=300), st.integers(0, 1 << 30))
+def test_events_and_metrics_reach_the_grpc_process_unchanged(
+    items: list[tuple[str, StepEvent]], ask: int
+) -> None:
+    messages: list[object] = [Events(items), Metrics(ask, "clawdbot_inference_x 1.0\n"), Events([])]
+    assert through_the_socket(messages, to_core=False) == messages
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(
+                Add,
+                request_id=request_ids,
+                token_ids=st.lists(token_ids, min_size=1, max_size=200),
+                params=st.builds(
+                    SamplingParams,
+                    temperature=st.floats(0, 2),
+                    stop_token_ids=st.lists(token_ids, max_size=3).map(tuple),
+                    max_tokens=st.integers(0, 8192),
+                ),
+                priority=st.integers(-10, 10),
+                deadline=st.none() | st.floats(0, 1e9),
+                arrival_time=st.floats(0, 1e9),
+            ),
+            st.builds(Abort, request_id=request_ids),
+            st.builds(MetricsQuery, ask=st.integers(0, 1 << 30)),
+        ),
+        max_size=50,
+    )
+)
+def test_requests_reach_the_core_unchanged_and_in_order(messages: list[object]) -> None:
+    assert through_the_socket([Start("{}"), *messages], to_core=True) == [Start("{}"), *messages]
+
+
+def test_ready_carries_the_model_config_and_limits() -> None:
+    config = ModelConfig(
+        architecture="mistral",
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        layer_windows=(16, 16),
+        eos_token_ids=(2,),
+        quantization={"group_size": 128},
+    )
+    ready = Ready(b"\x08\x01", config, Limits(block_size=16, num_blocks=257, full_attention=False))
+    [back] = through_the_socket([ready], to_core=False)
+    assert back == ready and isinstance(back, Ready) and back.config.context_length == 512
+
+
+def test_a_frame_is_its_length_then_its_body() -> None:
+    data = frame(Abort("r1"))
+    assert int.from_bytes(data[:4], "little") == len(data) - 4
