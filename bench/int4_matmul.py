@@ -8,7 +8,9 @@ group 128, times four ways of computing x @ W^T:
 - triton: `int4_matmul` on the layout of `pack_int4_for_triton`;
 - tinygemm: `torch.ops.aten._weight_int4pack_mm`, repacked as `Int4Linear.prepare` does;
 - dense: `F.linear` on the dequantized weight held in bf16 (4x the weight bytes: the ceiling);
-- dequant: quant.py's `dequantize` then `F.linear`, the fallback `Int4Linear` uses today.
+- dequant: quant.py's `dequantize` then `F.linear`, the fallback `Int4Linear` uses without kernels;
+- triton_dequant: `int4_dequantize` (one Triton kernel) then `F.linear`, what `Int4Linear` uses
+  from `dense_rows` rows (prefill).
 Times are medians of `triton.testing.do_bench` (L2 flushed before each call, so M=1 reads the
 weights from DRAM; each call timed alone, so where the GPU work is shorter than the launch cost,
 that cost is what shows) and, for M <= 512, of a CUDA graph of 20 calls replayed (launch gaps
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from bench.timing import graph_ms, median_ms
 from clawdbot.services.inference.kernels.int4_matmul import (
     TileConfig,
+    int4_dequantize,
     int4_matmul,
     pack_int4_for_triton,
     tile_config,
@@ -87,6 +90,7 @@ class Layer:
             "tinygemm": lambda: torch.ops.aten._weight_int4pack_mm(x, self.tiny_packed, GROUP, self.tiny_sz),
             "dense": lambda: F.linear(x, self.dense),
             "dequant": lambda: F.linear(x, dequantize(self.qweight, self.scales, self.zeros).to(x.dtype)),
+            "triton_dequant": lambda: F.linear(x, int4_dequantize(self.packed, x.dtype)),
         }
 
 
@@ -104,7 +108,9 @@ def measure(name: str, layer: Layer, m: int) -> dict[str, Any]:
             row[way] = {"error": str(exc).splitlines()[0]}
             continue
         ms = median_ms(fn, warmup=10, rep=50)
-        weight_bytes = layer.int4_bytes if way in ("triton", "tinygemm") else layer.dense.numel() * 2
+        weight_bytes = (
+            layer.int4_bytes if way in ("triton", "tinygemm", "triton_dequant") else layer.dense.numel() * 2
+        )
         result = {
             "us": round(ms * 1e3, 1),
             "weight_GBps": round(weight_bytes / ms / 1e6),

@@ -22,6 +22,7 @@ from torch import nn
 from clawdbot.services.inference.kernels import triton_available
 from clawdbot.services.inference.kernels.int4_matmul import (
     Int4Packed,
+    int4_dequantize,
     int4_matmul,
     int4_matmul_supported,
     pack_int4_for_triton,
@@ -86,6 +87,12 @@ class Int4Linear(nn.Module):
     # on the H100 (docs/perf.md): even at 1-4 rows, tinygemm ahead at 16 (25 vs 38 us a layer), mixed
     # at 64, and from there 2-5x behind (11x at a prefill's 8192 rows).
     tinygemm_rows: ClassVar[range] = range(5, 49)
+    # On CUDA, from this many rows the weight is dequantized whole (one Triton kernel, a few us: it
+    # writes 4x the packed bytes) and multiplied by cuBLAS. Measured on the H100 (docs/perf.md), in
+    # decode graphs per layer at 256 rows: 40 us against the Triton kernel's 78 (which dequantizes
+    # each weight tile once per 128-row tile); at 64 rows 35 against 57; at a prefill's 8192 rows
+    # ~1.1x dense bf16 against 2x. Below 64 rows tinygemm and the Triton GEMV stay ahead.
+    dense_rows: ClassVar[int] = 64
 
     def __init__(
         self,
@@ -200,7 +207,11 @@ class Int4Linear(nn.Module):
         if self._triton is not None and (rows not in Int4Linear.tinygemm_rows or self._kernel is None):
             x2d = x.reshape(-1, self.in_features)
             half = x2d if x2d.dtype in (torch.bfloat16, torch.float16) else x2d.to(torch.bfloat16)
-            out = int4_matmul(half, self._triton).to(x.dtype).reshape(*shape[:-1], self.out_features)
+            if rows >= Int4Linear.dense_rows:
+                out = F.linear(half, int4_dequantize(self._triton, half.dtype))
+            else:
+                out = int4_matmul(half, self._triton)
+            out = out.to(x.dtype).reshape(*shape[:-1], self.out_features)
             return out + self.bias if self.bias is not None else out
         if self._kernel is not None and x.numel() > 0:
             out = self._tinygemm(x.reshape(-1, self.in_features).contiguous())

@@ -100,3 +100,28 @@ def _int4_matmul_kernel(
                 acc = tl.where((tl.arange(0, BLOCK_M) == m)[:, None], acc + part[None, :], acc)
     y = y_ptr + rows.to(tl.int64)[:, None] * N + cols[None, :]
     tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+
+
+@triton.jit
+def _int4_dequantize_kernel(
+    w_ptr,
+    scales_ptr,
+    zeros_ptr,
+    out_ptr,
+    N,
+    K: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[n, k] = code(n, k) * scale[k // GROUP, n] + zero[k // GROUP, n], in fp32, stored in out's dtype."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (rn[:, None] < N) & (rk[None, :] < K)
+    words = tl.load(w_ptr + rn[:, None] * (K // 8) + rk[None, :] // 8, mask=mask, other=0)
+    codes = (words >> ((rk[None, :] % 8) * 4)) & 0xF
+    group = rk[None, :] // GROUP
+    scale = tl.load(scales_ptr + group * N + rn[:, None], mask=mask, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + group * N + rn[:, None], mask=mask, other=0.0).to(tl.float32)
+    value = codes.to(tl.float32) * scale + zero
+    tl.store(out_ptr + rn[:, None] * K + rk[None, :], value.to(out_ptr.dtype.element_ty), mask=mask)

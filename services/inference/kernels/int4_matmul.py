@@ -110,6 +110,30 @@ def tile_config(m: int, n: int, k: int) -> TileConfig:
     return TileConfig(128, 128, min(64, block_k), 4, 3)
 
 
+def int4_dequantize(packed: Int4Packed, dtype: torch.dtype) -> torch.Tensor:
+    """The weight [N, K] in `dtype` (fp32 arithmetic, as `quant.dequantize`), in one kernel.
+
+    For prefill-sized batches: at thousands of rows, dequantizing the whole weight once (a few us:
+    it writes 4x the packed bytes) and handing it to cuBLAS beats dequantizing each weight tile once
+    per row tile inside `int4_matmul` (docs/perf.md)."""
+    n, k = packed.out_features, packed.in_features
+    out = torch.empty((n, k), dtype=dtype, device=packed.words.device)
+    block_n, block_k = 32, 128
+    grid = (-(-n // block_n), -(-k // block_k))
+    _kernels()._int4_dequantize_kernel[grid](
+        packed.words,
+        packed.scales,
+        packed.zeros,
+        out,
+        n,
+        K=k,
+        GROUP=packed.group_size,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+    )
+    return out
+
+
 def int4_matmul(x2d: torch.Tensor, packed: Int4Packed, config: TileConfig | None = None) -> torch.Tensor:
     """x2d [M, K] (bf16 or fp16, last dim contiguous) @ W^T -> [M, N] in x's dtype, fp32 sums.
 

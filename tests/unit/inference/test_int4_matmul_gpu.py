@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from clawdbot.services.inference.kernels import triton_available
 from clawdbot.services.inference.kernels.int4_matmul import (
     Int4Packed,
+    int4_dequantize,
     int4_matmul,
     int4_matmul_supported,
     pack_int4_for_triton,
 )
-from clawdbot.services.inference.quant import dequantize, quantize_weight
+from clawdbot.services.inference.quant import Int4Linear, dequantize, quantize_weight
 
 pytestmark = pytest.mark.gpu
 
@@ -100,3 +101,34 @@ def test_replays_in_a_cuda_graph_with_new_inputs(m: int) -> None:
     graph.replay()
     torch.cuda.synchronize()
     assert rel_error(out, F.linear(fresh.float(), weight)) < TOLERANCE[torch.bfloat16]
+
+
+@pytest.mark.parametrize(
+    ("in_features", "out_features", "group"), [*[(k, n, 128) for k, n in REF_336M], (1040, 130, 16)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dequantize_kernel_gives_the_stored_weight(
+    in_features: int, out_features: int, group: int, dtype: torch.dtype
+) -> None:
+    """The fp32 arithmetic of quant.dequantize (a fused multiply-add may differ in the last bit),
+    then one rounding to the 16-bit dtype."""
+    weight, packed = make_layer(in_features, out_features, group, torch.float16, seed=in_features + group)
+    ours = int4_dequantize(packed, dtype)
+    assert ours.dtype == dtype and ours.shape == (out_features, in_features)
+    tolerance = {torch.float32: 1e-6, torch.bfloat16: 8e-3, torch.float16: 1e-3}[dtype]
+    torch.testing.assert_close(ours.float(), weight, rtol=tolerance, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [Int4Linear.dense_rows - 1, Int4Linear.dense_rows, 256, 4096])
+def test_int4_linear_from_dense_rows_takes_the_dense_path_with_the_same_result(rows: int) -> None:
+    generator = torch.Generator(device="cuda").manual_seed(rows)
+    linear = torch.nn.Linear(1024, 1536, bias=True, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(1536, 1024, device="cuda", generator=generator) * 0.05)
+    layer = Int4Linear.from_linear(linear, 128, torch.float16)
+    layer.prepare(torch.bfloat16)
+    x = torch.randn(rows, 1024, device="cuda", generator=generator).to(torch.bfloat16)
+    exact = F.linear(x.float(), dequantize(layer.qweight, layer.scales, layer.zeros), linear.bias.float())
+    ours = layer(x)
+    assert ours.dtype == torch.bfloat16 and ours.shape == (rows, 1536)
+    assert rel_error(ours, exact) < TOLERANCE[torch.bfloat16]
