@@ -104,7 +104,7 @@ def decode_profile(
     async def run() -> dict[str, Any]:
         engine._thread = object()  # type: ignore[assignment]  # submit() checks it; we step by hand
         for i, prompt in enumerate(prompts):
-            engine.submit(Sequence(f"p{batch}-{i}", list(prompt), params))
+            engine.submit(Sequence(f"p{batch}{'s' if sync else ''}-{i}", list(prompt), params))
         prefill_start = time.perf_counter()
         prefill_steps = 0
         while engine.scheduler.waiting or any(s.num_output == 0 for s in engine.scheduler.running):
@@ -125,6 +125,8 @@ def decode_profile(
         for seq in list(engine.scheduler.running):
             engine.abort(seq.request_id)
         engine._apply_aborts()
+        while engine._in_flight is not None:  # the step launched for the aborted batch
+            engine.step()
         engine._thread = None
         return {
             "batch": batch,
@@ -134,6 +136,45 @@ def decode_profile(
             "tokens_per_s": round(batch / statistics.median(step_times), 1),
             "phases_ms_per_step": {k: round(v / steps * 1e3, 3) for k, v in sorted(totals.items())},
             **({"cprofile_top": top_functions(profiler, steps)} if profiler is not None else {}),
+        }
+
+    return asyncio.run(run())
+
+
+def prefill_profile(
+    engine: Engine, probe: Probe, sequences: int, seed: int, sync: bool, profile: bool = False
+) -> dict[str, Any]:
+    """One step that prefills `sequences` fresh 128-token prompts (8,192 tokens at 64): its wall time
+    and phases; with `sync`, each phase's GPU work is charged to it (the forward's GPU time shows)."""
+    totals = probe.totals
+    probe.sync = sync
+    prompts = make_prompts(sequences, 128, engine.config.vocab_size, seed=seed)
+    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+
+    async def run() -> dict[str, Any]:
+        engine._thread = object()  # type: ignore[assignment]  # submit() checks it; we step by hand
+        for i, prompt in enumerate(prompts):
+            engine.submit(Sequence(f"prefill{seed}-{i}", list(prompt), params))
+        totals.clear()
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
+        start = time.perf_counter()
+        engine.step()
+        while engine._in_flight is not None:
+            engine.step()
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+        wall = time.perf_counter() - start
+        if profiler is not None:
+            profiler.disable()
+        engine._thread = None
+        return {
+            "sequences": sequences,
+            "tokens": sequences * 128,
+            "wall_ms": round(wall * 1e3, 2),
+            "phases_ms": {k: round(v * 1e3, 3) for k, v in sorted(totals.items())},
+            **({"cprofile_top": top_functions(profiler, 1)} if profiler is not None else {}),
         }
 
     return asyncio.run(run())
@@ -200,6 +241,7 @@ def main() -> None:
     parser.add_argument("--dummy", default="ref-336m")
     parser.add_argument("--quantization", default="int4")
     parser.add_argument("--no-matmul", action="store_true")
+    parser.add_argument("--prefill", action="store_true", help="also profile one 8,192-token prefill step")
     parser.add_argument("--cprofile", action="store_true", help="also profile the largest batch (unsynced)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -232,6 +274,13 @@ def main() -> None:
             report[key] = decode_profile(engine, probe, batch, args.steps, sync, profile)
             if args.device == "cuda" and not sync:
                 report[key]["graph_replay_ms"] = graph_replay_ms(engine, batch)
+            print(json.dumps({key: report[key]}), flush=True)
+    if args.prefill:
+        runs = {"prefill_8192_first": False, "prefill_8192": False, "prefill_8192_sync": True}
+        if args.cprofile:
+            runs["prefill_8192_cprofile"] = False
+        for seed, (key, sync) in enumerate(runs.items(), start=100):
+            report[key] = prefill_profile(engine, probe, 64, seed, sync, key.endswith("cprofile"))
             print(json.dumps({key: report[key]}), flush=True)
     if args.device == "cuda" and not args.no_matmul:
         report["matmul"] = matmul_table()

@@ -189,7 +189,9 @@ class Scheduler:
         rules. Returns the rows of `pending` whose sequence got its token (finished ones included)."""
         now = time.monotonic()
         for seq in batch.seqs:
-            if seq.request_id in self.blocks.tables:  # not preempted (or finished) meanwhile
+            # Not finished or preempted meanwhile. (A finished sequence's id may already name a new
+            # request, resubmitted after an abort while this step ran: its tables are not this one's.)
+            if seq.status is not Status.FINISHED and seq.request_id in self.blocks.tables:
                 self.blocks.commit(seq)
         advanced: list[int] = []
         for row, ((seq, index), token) in enumerate(zip(pending, tokens, strict=True)):

@@ -351,3 +351,31 @@ def test_add_without_a_sink_is_refused(qwen2_folder: Path) -> None:
     engine = make_engine(qwen2_folder)
     with pytest.raises(RuntimeError, match="sink"):
         engine.add(Sequence("x", [5, 6], GREEDY))
+
+
+async def test_an_id_reused_while_the_aborted_request_is_in_flight_gets_its_own_tokens(
+    qwen2_folder: Path,
+) -> None:
+    """Abort a request while its next step is on the device, resubmit the same id at once: resolving
+    the old step must not touch the new request's blocks (it once registered the old request's
+    tokens under the new one's block table, or failed with IndexError)."""
+    first, second = prompts(2, seed=41)
+    params = GREEDY  # what `alone` gives its first request
+    [expected] = await alone(qwen2_folder, [second])
+    engine = make_engine(qwen2_folder)
+    engine._thread = threading.current_thread()  # stepped by hand below, on this thread
+    old = engine.submit(Sequence("x", list(first), params))
+    engine.step()  # the prefill resolved, the first decode step launched and in flight
+    assert engine._in_flight is not None
+    engine.abort("x")
+    engine._apply_aborts()
+    new = engine.submit(Sequence("x", list(second), params))
+    while engine.scheduler.has_work or engine._in_flight is not None:
+        engine.step()
+    engine._flush()
+    await asyncio.sleep(0)  # the puts scheduled by _flush
+    _, old_last = await collect(old)
+    assert old_last.finish is Finish.ABORT
+    tokens, last = await collect(new)
+    assert tokens == expected and last.finish is Finish.LENGTH
+    engine.blocks.check()
