@@ -199,6 +199,38 @@ def compiled_variants() -> dict[str, int]:
     return counts
 
 
+def step_timeline(engine: Engine, origin: list[float]) -> list[dict[str, Any]]:
+    """Per step, in ms after origin[0]: when its launch began and ended, when its tokens were read,
+    and its size; filled as the engine runs (instance attributes shadow the engine's methods)."""
+    steps: list[dict[str, Any]] = []
+    launch, record = engine._launch, engine.metrics.step
+
+    def timed_launch() -> Any:
+        begun = time.perf_counter()
+        flight = launch()
+        if flight is not None:
+            steps.append(
+                {
+                    "launch_ms": round((begun - origin[0]) * 1e3, 2),
+                    "launched_ms": round((time.perf_counter() - origin[0]) * 1e3, 2),
+                    "tokens": flight.batch.num_tokens,
+                    "seqs": len(flight.batch.seqs),
+                    "prefill_seqs": sum(1 for n in flight.batch.num_new if n > 1),
+                }
+            )
+        return flight
+
+    def timed_record(preemptions: int, tokens: int, seconds: float) -> None:
+        read = next((s for s in steps if "read_ms" not in s), None)
+        if read is not None:
+            read["read_ms"] = round((time.perf_counter() - origin[0]) * 1e3, 2)
+        record(preemptions, tokens, seconds)
+
+    engine._launch = timed_launch
+    engine.metrics.step = timed_record
+    return steps
+
+
 async def ours(folder: Path, quant: str) -> dict[str, Any]:
     """One weight format through the service's engine: single stream, then 256 concurrent."""
     prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
@@ -207,6 +239,8 @@ async def ours(folder: Path, quant: str) -> dict[str, Any]:
         await warm_up(engine)  # the service's own: compiles the prefill kernels before timing
         before = compiled_variants()
         single = await load_test(engine, prompts[:1], OUTPUT, f"s-{quant}")
+        origin = [time.perf_counter()]
+        timeline = step_timeline(engine, origin)
         loaded = await load_test(engine, prompts, OUTPUT, f"b-{quant}")
         after = compiled_variants()
         return {
@@ -215,6 +249,7 @@ async def ours(folder: Path, quant: str) -> dict[str, Any]:
             },
             "single_stream": single,
             "concurrent_256": loaded,
+            "first_steps_of_the_256_load": timeline[:16],
             "kv_capacity_tokens": engine.capacity_tokens,
             "graph_buckets": engine.runner.decode_graphs.buckets if engine.runner.decode_graphs else None,
         }

@@ -180,6 +180,41 @@ def prefill_profile(
     return asyncio.run(run())
 
 
+def prefill_device_time(engine: Engine, sequences: int, seed: int) -> dict[str, Any]:
+    """One 8,192-token prefill step under torch.profiler: the wall time against the sum of the device
+    kernels' times (how much of the step the GPU is busy), and the kernels that take the most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prompts = make_prompts(sequences, 128, engine.config.vocab_size, seed=seed)
+    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+
+    async def run() -> dict[str, Any]:
+        engine._thread = object()  # type: ignore[assignment]  # submit() checks it; we step by hand
+        for i, prompt in enumerate(prompts):
+            engine.submit(Sequence(f"traced{seed}-{i}", list(prompt), params))
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+            start = time.perf_counter()
+            engine.step()
+            while engine._in_flight is not None:
+                engine.step()
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+        engine._thread = None
+        kernels = [e for e in trace.key_averages() if e.device_time_total > 0]
+        device_us = sum(e.self_device_time_total for e in kernels)
+        top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:12]
+        return {
+            "wall_ms": round(wall * 1e3, 2),
+            "device_kernels_ms": round(device_us / 1e3, 2),
+            "top_kernels": [
+                f"{e.self_device_time_total / 1e3:7.2f} ms {e.count:5d}x {e.key[:90]}" for e in top
+            ],
+        }
+
+    return asyncio.run(run())
+
+
 def graph_replay_ms(engine: Engine, batch: int) -> float | None:
     graphs = engine.runner.decode_graphs
     if graphs is None:
@@ -282,6 +317,10 @@ def main() -> None:
         for seed, (key, sync) in enumerate(runs.items(), start=100):
             report[key] = prefill_profile(engine, probe, 64, seed, sync, key.endswith("cprofile"))
             print(json.dumps({key: report[key]}), flush=True)
+        if args.device == "cuda":
+            probe.sync = False
+            report["prefill_8192_device"] = prefill_device_time(engine, 64, 200)
+            print(json.dumps({"prefill_8192_device": report["prefill_8192_device"]}), flush=True)
     if args.device == "cuda" and not args.no_matmul:
         report["matmul"] = matmul_table()
     text = json.dumps(report, indent=1)
