@@ -231,6 +231,14 @@ def step_timeline(engine: Engine, origin: list[float]) -> list[dict[str, Any]]:
     return steps
 
 
+def allocator_counts() -> dict[str, int]:
+    """CUDA caching-allocator events: a cudaMalloc / cudaFree or an out-of-memory retry (which
+    frees the cache and synchronizes the device) while serving would be a stall."""
+    stats = torch.cuda.memory_stats()
+    keys = ("num_alloc_retries", "num_device_alloc", "num_device_free", "num_ooms")
+    return {key: int(stats.get(key, 0)) for key in keys}
+
+
 async def ours(folder: Path, quant: str) -> dict[str, Any]:
     """One weight format through the service's engine: single stream, then 256 concurrent."""
     prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
@@ -241,7 +249,9 @@ async def ours(folder: Path, quant: str) -> dict[str, Any]:
         single = await load_test(engine, prompts[:1], OUTPUT, f"s-{quant}")
         origin = [time.perf_counter()]
         timeline = step_timeline(engine, origin)
+        allocator = allocator_counts()
         loaded = await load_test(engine, prompts, OUTPUT, f"b-{quant}")
+        allocator = {k: v - allocator[k] for k, v in allocator_counts().items()}
         after = compiled_variants()
         return {
             "kernels_compiled_while_timed": {
@@ -250,6 +260,7 @@ async def ours(folder: Path, quant: str) -> dict[str, Any]:
             "single_stream": single,
             "concurrent_256": loaded,
             "first_steps_of_the_256_load": timeline[:16],
+            "allocator_during_the_256_load": allocator,
             "kv_capacity_tokens": engine.capacity_tokens,
             "graph_buckets": engine.runner.decode_graphs.buckets if engine.runner.decode_graphs else None,
         }
