@@ -109,7 +109,10 @@ class Engine:
         # once per step: the engine core process sends them to the gRPC process (engine_core.py).
         self.sink = sink
         self.seqs: dict[str, Sequence] = {}
-        self._aborts: deque[str] = deque()
+        self._aborts: deque[Sequence] = deque()
+        # Called (from the engine thread) if the loop ends by an exception, not by `stop`: the
+        # engine core exits on it so that its parent notices and starts a new one.
+        self.on_crash: Callable[[], None] | None = None
         self._cv = threading.Condition()
         self._outbox: list[tuple[str, _Stream | None, StepEvent]] = []
         self._in_flight: _InFlight | None = None
@@ -174,14 +177,28 @@ class Engine:
         self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
 
     def abort(self, request_id: str) -> int:
-        """End a request at the next step boundary; returns the step count when it was queued."""
+        """End a request at the next step boundary; returns the step count when it was queued.
+
+        The request is looked up now, not when the abort is applied: an id resubmitted meanwhile
+        (the old request ended, a new one took its id) is not the one being aborted.
+        """
         with self._cv:
-            self._aborts.append(request_id)
-            self._cv.notify_all()
+            seq = self.seqs.get(request_id)
+            if seq is not None:
+                self._aborts.append(seq)
+                self._cv.notify_all()
             return self.steps
 
     # -- the loop --------------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run_loop()
+        except Exception:
+            log.exception("the engine loop died")
+            if self.on_crash is not None and not self._stopping:
+                self.on_crash()
+
+    def _run_loop(self) -> None:
         while True:
             if not self.scheduler.has_work:
                 self._flush()
@@ -217,8 +234,8 @@ class Engine:
 
     def _apply_aborts(self) -> None:
         while self._aborts:
-            seq = self.seqs.get(self._aborts.popleft())
-            if seq is not None and not seq.is_finished:
+            seq = self._aborts.popleft()
+            if not seq.is_finished:
                 self.scheduler.finish(seq, Finish.ABORT)
                 self._finish_event(seq, [])
         for seq in self.scheduler.expire():

@@ -74,36 +74,53 @@ class EngineClient:
 
     @classmethod
     async def spawn(
-        cls, settings: InferenceSettings, on_exit: Callable[[int], None] | None = None
+        cls,
+        settings: InferenceSettings,
+        on_exit: Callable[[int], None] | None = None,
+        timeout: float | None = None,
     ) -> EngineClient:
         """Start a core, hand it the settings, and wait until its model is loaded and warmed.
 
         `on_exit(code)` is called if the core later exits while this client is not stopping it.
+        `timeout` bounds the wait for the core to be ready (None: `settings.engine_start_timeout_s`).
+        The core gets a session of its own: a Ctrl-C or SIGTERM sent to the service's process
+        group reaches only the service, which drains its streams and then stops the core.
         """
         ours, theirs = socket.socketpair()
+        channel: AsyncChannel | None = None
+        process: asyncio.subprocess.Process | None = None
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "clawdbot.services.inference.engine_core",
-                str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-            )
-        finally:
-            theirs.close()
-        try:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "clawdbot.services.inference.engine_core",
+                    str(theirs.fileno()),
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                )
+            finally:
+                theirs.close()
             channel = await AsyncChannel.open(ours)
             channel.send(Start(settings.model_dump_json()))
-            answer = await channel.receive()
+            limit = settings.engine_start_timeout_s if timeout is None else timeout
+            try:
+                answer = await asyncio.wait_for(channel.receive(), limit)
+            except TimeoutError:
+                raise EngineStartError(f"the engine core was not ready after {limit:.0f} s") from None
             if isinstance(answer, Ready):
                 return cls(process, channel, answer, on_exit)
-            channel.close()
             if isinstance(answer, Failed):
                 raise EngineStartError(f"the engine core failed to start: {answer.message}")
             code = await process.wait()
             raise EngineStartError(f"the engine core exited with code {code} before it was ready")
         except BaseException:
-            await _kill(process)
+            if channel is not None:
+                channel.close()
+            else:
+                ours.close()
+            if process is not None:
+                await _kill(process)
             raise
 
     # -- what the servicer uses ------------------------------------------------------------------
@@ -113,7 +130,7 @@ class EngineClient:
         A full waiting queue in the core comes back as the request's first event (`error_code`
         RESOURCE_EXHAUSTED): the core alone knows how many wait.
         """
-        if self.closed:
+        if self.closed or self._stopping:
             raise Unavailable("the engine is not running")
         if seq.request_id in self._queues:
             raise AlreadyExists("a request with this id is running", field="request_id")
@@ -126,7 +143,7 @@ class EngineClient:
 
     def abort(self, request_id: str) -> None:
         """End a request at the core's next step boundary (its blocks are freed there)."""
-        if request_id in self._queues:
+        if request_id in self._queues and not self._stopping:
             self._channel.send(Abort(request_id))
 
     @property
@@ -152,7 +169,8 @@ class EngineClient:
         """Close our end of the socket (the core aborts what still runs and exits); returns its exit code."""
         self._stopping = True
         self._channel.close_write()
-        with contextlib.suppress(TimeoutError):
+        # A reader that failed has logged why where it happened; a slow one is waited for no longer.
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._reader), timeout)
         try:
             return await asyncio.wait_for(self.process.wait(), timeout)
@@ -163,6 +181,17 @@ class EngineClient:
             self._channel.close()
 
     async def _read(self) -> None:
+        try:
+            await self._deliver_frames()
+        except Exception:
+            # Frames we cannot apply (a core of another version, a bug): the requests they carried
+            # would never end. Stop the core; its exit ends them all and starts a new one.
+            log.exception("cannot apply the engine core's frames; stopping it")
+            await _kill(self.process)
+        finally:
+            await self._gone()
+
+    async def _deliver_frames(self) -> None:
         queues = self._queues
         while (message := await self._channel.receive()) is not None:
             if isinstance(message, Events):
@@ -177,11 +206,11 @@ class EngineClient:
                 answer = self._metric_answers.get(message.ask)
                 if answer is not None and not answer.done():
                     answer.set_result(message.text)
-        await self._gone()
 
     async def _gone(self) -> None:
         """The core closed its end: it stopped (we asked) or died (we did not)."""
         self.closed = True
+        self._channel.close()
         code = await self.process.wait()
         reason = f"the engine process exited with code {code}"
         for queue in self._queues.values():

@@ -15,8 +15,8 @@ outlives the service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -71,23 +71,36 @@ def serve(engine: Engine, channel: BlockingChannel) -> None:
 
 def _sender(channel: BlockingChannel) -> Callable[[list[tuple[str, StepEvent]]], None]:
     """The engine's sink: one frame a step. A closed socket means the gRPC process is gone (the core
-    is about to stop): the events have no one to go to, and the step loop must not die of it."""
+    is about to stop): the events have no one to go to, and the step loop must not die of it. Any
+    other failure leaves requests that would never end: the core exits, and its parent starts a new
+    one (their streams end UNAVAILABLE there)."""
 
     def send(items: list[tuple[str, StepEvent]]) -> None:
-        with contextlib.suppress(OSError):
+        try:
             channel.send(Events(items))
+        except OSError:
+            pass
+        except Exception:
+            log.exception("cannot send a step's events; the engine core exits")
+            os._exit(1)
 
     return send
+
+
+def _crashed() -> None:
+    log.error("the engine loop died; the engine core exits")
+    os._exit(1)
 
 
 def run(channel: BlockingChannel) -> int:
     start = channel.receive()
     if not isinstance(start, Start):
         return 2
-    settings = InferenceSettings.model_validate_json(start.settings_json)
-    configure_logging("inference-core", settings.log_level, settings.log_format)
     try:
+        settings = InferenceSettings.model_validate_json(start.settings_json)
+        configure_logging("inference-core", settings.log_level, settings.log_format)
         engine, info = build_engine(settings)
+        engine.on_crash = _crashed
         engine.start()
         asyncio.run(warm_up(engine))
     except Exception as exc:

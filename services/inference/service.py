@@ -44,6 +44,7 @@ class InferenceService:
         )
         self._collector: CoreMetricsCollector | None = None
         self._restarting: asyncio.Task[None] | None = None
+        self._shutting_down = False
 
     async def startup(self) -> None:
         if self.settings.engine_process:
@@ -84,7 +85,8 @@ class InferenceService:
     def _core_exited(self, code: int) -> None:
         """Called on the event loop when the core died while we were not stopping it."""
         self.servicer.unbind("the engine is restarting after a fault")
-        self._restarting = asyncio.create_task(self._restart(code))
+        if not self._shutting_down:
+            self._restarting = asyncio.create_task(self._restart(code))
 
     async def _restart(self, code: int) -> None:
         await self.host.set_serving(False)
@@ -92,7 +94,7 @@ class InferenceService:
             delay = RESTART_DELAYS[min(attempt, len(RESTART_DELAYS) - 1)]
             log.error("engine core died; starting a new one", extra={"exit_code": code, "in_seconds": delay})
             await asyncio.sleep(delay)
-            if self.host.stopping:
+            if self.host.stopping or self._shutting_down:
                 return
             try:
                 await self._start_core()
@@ -100,11 +102,12 @@ class InferenceService:
                 log.exception("engine core restart failed")
                 continue
             self.core_restarts += 1
-            if not self.host.stopping:
+            if not (self.host.stopping or self._shutting_down):
                 await self.host.set_serving(True)
             return
 
     async def shutdown(self) -> None:
+        self._shutting_down = True
         if self._restarting is not None:
             self._restarting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

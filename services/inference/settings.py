@@ -38,4 +38,7 @@ class InferenceSettings(ServiceSettings):
     # the step loop do not share one GIL (docs/inference.md). false: one process, as in the tests of
     # engine internals.
     engine_process: bool = True
+    engine_start_timeout_s: float = (
+        1800.0  # the engine core's load + warm-up, bounded (large models: minutes)
+    )
     threads: int | None = None  # torch intra-op threads on the CPU (None: torch's default)

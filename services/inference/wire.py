@@ -115,6 +115,7 @@ class AsyncChannel:
         self._reader = reader
         self._writer = writer
         self._decoder = msgspec.msgpack.Decoder(FromCore)
+        self._eof_sent = False
 
     @classmethod
     async def open(cls, sock: socket.socket) -> AsyncChannel:
@@ -130,14 +131,16 @@ class AsyncChannel:
             return None
 
     def send(self, message: ToCore) -> None:
-        """Buffered by the transport; frames to the core are small and rare next to the events back."""
-        if not self._writer.is_closing():
+        """Buffered by the transport; frames to the core are small and rare next to the events back.
+        After `close_write` or `close` there is no one to tell: nothing is sent."""
+        if not self._eof_sent and not self._writer.is_closing():
             self._writer.write(frame(message))
 
     def close_write(self) -> None:
         """Half-close: the core sees EOF (and stops) while its last events can still come back."""
-        if not self._writer.is_closing() and self._writer.can_write_eof():
+        if not self._eof_sent and not self._writer.is_closing() and self._writer.can_write_eof():
             self._writer.write_eof()
+        self._eof_sent = True
 
     def close(self) -> None:
         self._writer.close()

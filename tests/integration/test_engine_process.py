@@ -16,10 +16,12 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from clawdbot.services.inference.engine_client import EngineClient, EngineStartError
+from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
 from clawdbot.services.inference.service import InferenceService
 from clawdbot.services.inference.settings import InferenceSettings
 from clawdbot.services.inference.testing import reference_greedy, tiny_model
 from clawdbot.shared.channels import create_channel
+from clawdbot.shared.errors import Unavailable
 from clawdbot.shared.processes import ServiceProcess, health_status
 from clawdbot.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -183,3 +185,47 @@ async def test_sigterm_drains_the_streams_then_stops_the_core(tmp_path: Path) ->
         assert await asyncio.to_thread(service.process.wait, 30) == 0, service.log_text()
     finally:
         service.kill()
+
+
+async def test_frames_the_client_cannot_read_stop_the_core_and_end_every_stream(
+    tmp_path: Path, port: int
+) -> None:
+    """A reader that fails (a core of another version, a bug) must not leave streams without an end."""
+    import msgspec
+
+    tiny_model("mistral", tmp_path, seed=44)
+    exits: list[int] = []
+    client = await EngineClient.spawn(settings_for(tmp_path, port), on_exit=exits.append)
+    try:
+        queue = client.submit(Sequence("long", [5, 6, 7], SamplingParams(temperature=0.0, max_tokens=400)))
+        first = await asyncio.wait_for(queue.get(), 30)
+        assert first.tokens
+        client._channel._decoder = msgspec.msgpack.Decoder(int)  # every next frame fails to decode
+        while (event := await asyncio.wait_for(queue.get(), 30)).error is None:
+            pass
+        assert "exited" in event.error
+        assert await wait_for(lambda: _true(bool(exits)), timeout=10) and exits[0] != 0
+        with pytest.raises(Unavailable):
+            client.submit(Sequence("after", [5], SamplingParams(max_tokens=1)))
+    finally:
+        await client.stop()
+
+
+async def test_after_stop_requests_are_refused_and_aborts_are_dropped(tmp_path: Path, port: int) -> None:
+    tiny_model("mistral", tmp_path, seed=45)
+    client = await EngineClient.spawn(settings_for(tmp_path, port))
+    queue = client.submit(Sequence("r", [5, 6, 7], SamplingParams(temperature=0.0, max_tokens=400)))
+    assert (await asyncio.wait_for(queue.get(), 30)).tokens
+    stopping = asyncio.create_task(client.stop())
+    await asyncio.sleep(0)  # stop() has half-closed the socket
+    client.abort("r")  # what the servicer does for a stream cancelled at the end of a drain: no error
+    with pytest.raises(Unavailable):
+        client.submit(Sequence("late", [5], SamplingParams(max_tokens=1)))
+    assert await stopping == 0
+    while (event := await asyncio.wait_for(queue.get(), 30)).finish is None and event.error is None:
+        pass
+    assert event.finish is Finish.ABORT or event.error is not None
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -379,3 +379,43 @@ async def test_an_id_reused_while_the_aborted_request_is_in_flight_gets_its_own_
     tokens, last = await collect(new)
     assert tokens == expected and last.finish is Finish.LENGTH
     engine.blocks.check()
+
+
+async def test_a_late_abort_does_not_end_the_request_that_reused_the_id(qwen2_folder: Path) -> None:
+    """An abort for a request that already ended (the client cancelled as the last token went out)
+    must not end a new request that took the same id before the abort was applied."""
+    [prompt] = prompts(1, seed=43)
+    [expected] = await alone(qwen2_folder, [prompt])
+    engine = make_engine(qwen2_folder)
+    engine._thread = threading.current_thread()  # stepped by hand below, on this thread
+    short = engine.submit(Sequence("x", [5, 6, 7], SamplingParams(temperature=0.0, max_tokens=2)))
+    while engine.scheduler.has_work or engine._in_flight is not None:
+        engine.step()
+    engine.abort("x")  # late: "x" has ended
+    new = engine.submit(Sequence("x", list(prompt), GREEDY))
+    while engine.scheduler.has_work or engine._in_flight is not None:
+        engine.step()
+    engine._flush()
+    await asyncio.sleep(0)
+    _, first_last = await collect(short)
+    assert first_last.finish is Finish.LENGTH
+    tokens, last = await collect(new)
+    assert tokens == expected and last.finish is Finish.LENGTH
+
+
+async def test_a_loop_that_dies_calls_on_crash(qwen2_folder: Path) -> None:
+    """The engine core exits on it (its parent then starts a new one) instead of hanging its requests."""
+    engine = make_engine(qwen2_folder)
+    crashed = threading.Event()
+
+    def broken_sink(items: list[tuple[str, StepEvent]]) -> None:
+        raise RuntimeError("the wire is broken")
+
+    engine.sink = broken_sink
+    engine.on_crash = crashed.set
+    engine.start()
+    try:
+        engine.add(Sequence("x", [5, 6, 7], GREEDY))
+        assert await asyncio.to_thread(crashed.wait, 30)
+    finally:
+        engine.stop()

@@ -138,3 +138,23 @@ def test_ready_carries_the_model_config_and_limits() -> None:
 def test_a_frame_is_its_length_then_its_body() -> None:
     data = frame(Abort("r1"))
     assert int.from_bytes(data[:4], "little") == len(data) - 4
+
+
+def test_nothing_is_sent_after_the_write_side_is_closed() -> None:
+    """The servicer aborts streams cancelled at the end of a drain, after the core was told to stop."""
+    ours, theirs = socket.socketpair()
+    core = BlockingChannel(theirs)
+
+    async def exchange() -> None:
+        channel = await AsyncChannel.open(ours)
+        channel.send(Abort("before"))
+        channel.close_write()
+        channel.send(Abort("after"))  # no error, and nothing on the wire
+        channel.close()
+
+    try:
+        asyncio.run(exchange())
+        assert core.receive() == Abort("before")
+        assert core.receive() is None
+    finally:
+        core.close()
