@@ -220,10 +220,12 @@ def step_timeline(engine: Engine, origin: list[float]) -> list[dict[str, Any]]:
             )
         return flight
 
+    resolved = itertools.count()  # steps are read in the order they were launched
+
     def timed_record(preemptions: int, tokens: int, seconds: float) -> None:
-        read = next((s for s in steps if "read_ms" not in s), None)
-        if read is not None:
-            read["read_ms"] = round((time.perf_counter() - origin[0]) * 1e3, 2)
+        index = next(resolved)
+        if index < len(steps):
+            steps[index]["read_ms"] = round((time.perf_counter() - origin[0]) * 1e3, 2)
         record(preemptions, tokens, seconds)
 
     engine._launch = timed_launch

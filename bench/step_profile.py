@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import pstats
@@ -23,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,34 @@ def top_functions(profiler: cProfile.Profile, steps: int, count: int = 25) -> li
     ]
 
 
+@contextlib.contextmanager
+def stepped_by_hand(engine: Engine) -> Iterator[None]:
+    """The engine's thread is not started: `submit` checks for one, and the caller steps instead."""
+    engine._thread = object()
+    try:
+        yield
+    finally:
+        engine._thread = None
+
+
+def queue_fresh_prompts(engine: Engine, sequences: int, seed: int, tag: str) -> None:
+    """`sequences` new 128-token prompts, one output token each (a new seed: no prefix-cache hits)."""
+    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+    for i, prompt in enumerate(make_prompts(sequences, 128, engine.config.vocab_size, seed=seed)):
+        engine.submit(Sequence(f"{tag}{seed}-{i}", list(prompt), params))
+
+
+def run_prefill(engine: Engine) -> float:
+    """Step until nothing is in flight; the seconds it took, the device's work included."""
+    start = time.perf_counter()
+    engine.step()
+    while engine._in_flight is not None:
+        engine.step()
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize(engine.device)
+    return time.perf_counter() - start
+
+
 def decode_profile(
     engine: Engine, probe: Probe, batch: int, steps: int, sync: bool, profile: bool = False
 ) -> dict[str, Any]:
@@ -102,32 +131,31 @@ def decode_profile(
     params = SamplingParams(temperature=0.0, max_tokens=steps + 8, ignore_eos=True)
 
     async def run() -> dict[str, Any]:
-        engine._thread = object()  # type: ignore[assignment]  # submit() checks it; we step by hand
-        for i, prompt in enumerate(prompts):
-            engine.submit(Sequence(f"p{batch}{'s' if sync else ''}-{i}", list(prompt), params))
-        prefill_start = time.perf_counter()
-        prefill_steps = 0
-        while engine.scheduler.waiting or any(s.num_output == 0 for s in engine.scheduler.running):
-            engine.step()
-            prefill_steps += 1
-        prefill_seconds = time.perf_counter() - prefill_start
-        totals.clear()
-        step_times = []
-        profiler = cProfile.Profile() if profile else None
-        if profiler is not None:
-            profiler.enable()
-        for _ in range(steps):
-            start = time.perf_counter()
-            engine.step()
-            step_times.append(time.perf_counter() - start)
-        if profiler is not None:
-            profiler.disable()
-        for seq in list(engine.scheduler.running):
-            engine.abort(seq.request_id)
-        engine._apply_aborts()
-        while engine._in_flight is not None:  # the step launched for the aborted batch
-            engine.step()
-        engine._thread = None
+        with stepped_by_hand(engine):
+            for i, prompt in enumerate(prompts):
+                engine.submit(Sequence(f"p{batch}{'s' if sync else ''}-{i}", list(prompt), params))
+            prefill_start = time.perf_counter()
+            prefill_steps = 0
+            while engine.scheduler.waiting or any(s.num_output == 0 for s in engine.scheduler.running):
+                engine.step()
+                prefill_steps += 1
+            prefill_seconds = time.perf_counter() - prefill_start
+            totals.clear()
+            step_times = []
+            profiler = cProfile.Profile() if profile else None
+            if profiler is not None:
+                profiler.enable()
+            for _ in range(steps):
+                start = time.perf_counter()
+                engine.step()
+                step_times.append(time.perf_counter() - start)
+            if profiler is not None:
+                profiler.disable()
+            for seq in list(engine.scheduler.running):
+                engine.abort(seq.request_id)
+            engine._apply_aborts()
+            while engine._in_flight is not None:  # the step launched for the aborted batch
+                engine.step()
         return {
             "batch": batch,
             "prefill_steps": prefill_steps,
@@ -148,27 +176,17 @@ def prefill_profile(
     and phases; with `sync`, each phase's GPU work is charged to it (the forward's GPU time shows)."""
     totals = probe.totals
     probe.sync = sync
-    prompts = make_prompts(sequences, 128, engine.config.vocab_size, seed=seed)
-    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
 
     async def run() -> dict[str, Any]:
-        engine._thread = object()  # type: ignore[assignment]  # submit() checks it; we step by hand
-        for i, prompt in enumerate(prompts):
-            engine.submit(Sequence(f"prefill{seed}-{i}", list(prompt), params))
-        totals.clear()
-        profiler = cProfile.Profile() if profile else None
-        if profiler is not None:
-            profiler.enable()
-        start = time.perf_counter()
-        engine.step()
-        while engine._in_flight is not None:
-            engine.step()
-        if engine.device.type == "cuda":
-            torch.cuda.synchronize(engine.device)
-        wall = time.perf_counter() - start
-        if profiler is not None:
-            profiler.disable()
-        engine._thread = None
+        with stepped_by_hand(engine):
+            queue_fresh_prompts(engine, sequences, seed, "prefill")
+            totals.clear()
+            profiler = cProfile.Profile() if profile else None
+            if profiler is not None:
+                profiler.enable()
+            wall = run_prefill(engine)
+            if profiler is not None:
+                profiler.disable()
         return {
             "sequences": sequences,
             "tokens": sequences * 128,
@@ -185,22 +203,12 @@ def prefill_device_time(engine: Engine, sequences: int, seed: int) -> dict[str, 
     kernels' times (how much of the step the GPU is busy), and the kernels that take the most."""
     from torch.profiler import ProfilerActivity, profile
 
-    prompts = make_prompts(sequences, 128, engine.config.vocab_size, seed=seed)
-    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
-
     async def run() -> dict[str, Any]:
-        engine._thread = object()  # type: ignore[assignment]  # submit() checks it; we step by hand
-        for i, prompt in enumerate(prompts):
-            engine.submit(Sequence(f"traced{seed}-{i}", list(prompt), params))
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
-            start = time.perf_counter()
-            engine.step()
-            while engine._in_flight is not None:
-                engine.step()
+        with stepped_by_hand(engine):
+            queue_fresh_prompts(engine, sequences, seed, "traced")
             torch.cuda.synchronize()
-            wall = time.perf_counter() - start
-        engine._thread = None
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+                wall = run_prefill(engine)
         kernels = [e for e in trace.key_averages() if e.device_time_total > 0]
         device_us = sum(e.self_device_time_total for e in kernels)
         top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:12]

@@ -81,7 +81,6 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         metrics: EngineMetrics | None = None,
-        sink: EventSink | None = None,
     ) -> None:
         self.config = config
         self.engine_config = engine_config
@@ -107,7 +106,7 @@ class Engine:
         self.streams: dict[str, _Stream] = {}
         # Where events of requests queued by `add` (no asyncio stream) go, from the engine thread,
         # once per step: the engine core process sends them to the gRPC process (engine_core.py).
-        self.sink = sink
+        self.sink: EventSink | None = None
         self.seqs: dict[str, Sequence] = {}
         self._aborts: deque[Sequence] = deque()
         # Called (from the engine thread) if the loop ends by an exception, not by `stop`: the
@@ -267,13 +266,15 @@ class Engine:
             self._apply_aborts()
             advanced = self.scheduler.resolve(current.batch, current.pending, [o.token for o in outputs])
             now = time.monotonic()
+            got_token: list[Sequence] = []
             for row in advanced:
                 seq, out = current.pending[row][0], outputs[row]
+                got_token.append(seq)
                 if seq.is_finished:
                     self._finish_event(seq, [] if seq.stop_token_id is not None else [out])
                 else:
                     self._emit(seq, StepEvent(tokens=[out]))
-            self.metrics.tokens([current.pending[row][0] for row in advanced], now)
+            self.metrics.tokens(got_token, now)
             self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
             self.steps += 1
         if self._in_flight is not None:
@@ -325,23 +326,26 @@ class Engine:
             return
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[StepEvent], StepEvent]]] = {}
         wired: list[tuple[str, StepEvent]] = []
+        ended: list[tuple[str, _Stream]] = []
         for request_id, stream, event in outbox:
             if stream is None:
                 wired.append((request_id, event))
-            else:
-                by_loop.setdefault(stream.loop, []).append((stream.queue, event))
+                continue
+            by_loop.setdefault(stream.loop, []).append((stream.queue, event))
+            if event.finish is not None or event.error is not None:
+                ended.append((request_id, stream))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
                 loop.call_soon_threadsafe(_deliver, items)
         if wired and self.sink is not None:
             self.sink(wired)
-        with self._cv:
-            # After scheduling the puts: a stream gone from `streams` has had its last event queued.
-            # `is stream`: the id may already belong to a new request submitted meanwhile.
-            for request_id, stream, event in outbox:
-                ended = event.finish is not None or event.error is not None
-                if ended and stream is not None and self.streams.get(request_id) is stream:
-                    del self.streams[request_id]
+        if ended:
+            with self._cv:
+                # After scheduling the puts: a stream gone from `streams` has had its last event
+                # queued. `is stream`: the id may already belong to a new request submitted meanwhile.
+                for request_id, stream in ended:
+                    if self.streams.get(request_id) is stream:
+                        del self.streams[request_id]
 
     # -- helpers -----------------------------------------------------------------------------------
     async def generate(self, prompt: list[int], params: SamplingParams, request_id: str) -> list[int]:

@@ -146,11 +146,6 @@ class EngineClient:
         if request_id in self._queues and not self._stopping:
             self._channel.send(Abort(request_id))
 
-    @property
-    def active(self) -> int:
-        """Requests sent to the core that have not ended yet."""
-        return len(self._queues)
-
     async def metrics_text(self, timeout: float = 2.0) -> str:
         """The core's Prometheus exposition, asked for now."""
         if self.closed:

@@ -306,14 +306,6 @@ class ModelRunner:
             return tensor
         return tensor.to("cpu", non_blocking=True)  # into pinned memory: does not wait
 
-    def execute(self, batch: Batch, blocks: BlockManager, eos: tuple[int, ...]) -> list[TokenOutput | None]:
-        """Run a batch; one `TokenOutput` per sequence that reached its last token, None for others."""
-        step = self.launch(batch, blocks, eos)
-        results: list[TokenOutput | None] = [None] * len(batch)
-        for b, out in zip(step.sampling, step.outputs(), strict=True):
-            results[b] = out
-        return results
-
 
 @dataclass
 class LaunchedStep:

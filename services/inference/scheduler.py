@@ -114,9 +114,9 @@ class Scheduler:
         # Decodes first (latency), then unfinished prefill chunks, each in `running`'s order
         # (priority, arrival); the last one is the first victim.
         running = self.running
-        order = [s for s in running if len(s.token_ids) - s.num_computed <= 1]
+        order = [s for s in running if s.num_uncomputed <= 1]
         if len(order) < len(running):
-            order += [s for s in running if len(s.token_ids) - s.num_computed > 1]
+            order += [s for s in running if s.num_uncomputed > 1]
         context = self.config.context_length
         preempted = False
         i = 0
@@ -127,7 +127,7 @@ class Scheduler:
                 # Its last token is in flight (a pipelined step) and ends it: it finishes when read.
                 order.pop(i)
                 continue
-            n = min(len(ids) - seq.num_computed, budget)
+            n = min(seq.num_uncomputed, budget)
             while not self.blocks.reserve(seq, n):
                 victim = order.pop()
                 self._preempt(victim)
