@@ -386,10 +386,13 @@ def grpc_numbers(
     """The service as its own process; this process is the client (its own process too)."""
     from clawdbot.shared.processes import ServiceProcess, free_port
 
+    metrics_port = free_port()
     proc = ServiceProcess(
         "inference",
         free_port(),
         args=[
+            "--metrics-port",
+            str(metrics_port),
             "--model",
             str(folder),
             "--quantization",
@@ -412,7 +415,7 @@ def grpc_numbers(
     proc.start()
     try:
         asyncio.run(proc.wait_serving(100))
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"engine_before": engine_requests(metrics_port)}
         for processes in (1, 4):
             client = subprocess.run(
                 [
@@ -436,9 +439,30 @@ def grpc_numbers(
             result[key] = (
                 json.loads(client.stdout) if client.returncode == 0 else {"error": client.stderr[-2000:]}
             )
+            # Every stream has ended for the client: the engine must hold no request any more.
+            result[key]["engine_after"] = engine_requests(metrics_port)
         return result
     finally:
         proc.stop()
+
+
+def engine_requests(metrics_port: int) -> dict[str, float]:
+    """The engine's running / waiting request gauges, read from the service's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    wanted = {
+        "clawdbot_inference_requests_running": "running",
+        "clawdbot_inference_requests_waiting": "waiting",
+    }
+    return {
+        wanted[family.name]: family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name in wanted
+    }
 
 
 def wait_for_free_memory(fraction: float, seconds: float) -> None:

@@ -68,8 +68,9 @@ async def shard(
         await asyncio.sleep(max(0.0, start_at - time.time()))
         late = time.time() - start_at
         results = await asyncio.gather(*(one(stub, f"g{i}", prompts[i], output, start_at) for i in indices))
-        for result in results:
+        for i, result in zip(indices, results, strict=True):
             result["late"] = late
+            result["stream"] = i
         return results
 
 
@@ -89,6 +90,14 @@ def summary(results: list[dict[str, float]], processes: int) -> dict[str, object
             statistics.mean(r["tokens"] / max(1, r["messages"]) for r in results), 2
         ),
         "start_late_ms_max": round(max(r["late"] for r in results) * 1e3, 2),
+        "ttft_ms_max": round(ttft[-1] * 1e3, 2),
+        # The tail, stream by stream (index modulo the process count = its client process):
+        # [stream, first token ms, last token ms, messages] of the streams 3x slower than the median.
+        "slow_streams": [
+            [int(r["stream"]), round(r["first"] * 1e3, 1), round(r["end"] * 1e3, 1), int(r["messages"])]
+            for r in sorted(results, key=lambda r: -r["first"])[:12]
+            if r["first"] > 3 * ttft[len(ttft) // 2]
+        ],
     }
 
 

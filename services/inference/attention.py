@@ -39,6 +39,12 @@ class AttentionMetadata:
     context_lens: torch.Tensor  # [B] tokens with K/V in the cache once this step has written its own
     max_q: int
     groups: list[GroupMetadata]
+    # Optional, for kernels that walk prompt tokens in tiles (the Triton prefill path): tokens of each
+    # sequence in this step [B], and the tiles themselves [n, 3] = (sequence, first, end) over the
+    # flat token order. The model runner fills both once a step (and the prefill graphs capture
+    # them); a kernel derives them from `query_slot` when they are absent.
+    query_lens: torch.Tensor | None = None
+    tiles: torch.Tensor | None = None
 
     @property
     def num_seqs(self) -> int:

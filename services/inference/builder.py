@@ -78,7 +78,13 @@ def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.Mod
         device,
         dtype,
     )
-    accelerate(engine.runner, settings.max_num_seqs, config.context_length, graphs=settings.cuda_graphs)
+    accelerate(
+        engine.runner,
+        settings.max_num_seqs,
+        config.context_length,
+        settings.max_num_batched_tokens,
+        graphs=settings.cuda_graphs,
+    )
     info = inference_pb2.ModelInfoResponse(
         name=settings.dummy or config.name,
         architecture=config.architecture,

@@ -11,15 +11,19 @@ context for a full-attention group). A live batch of n sequences is copied into 
 rows n..bucket are padding (slot -1 writes nothing, an all -1 table reads nothing) and their logits
 are dropped. Sampling stays outside the graph: it is cheap and its shapes vary with the request mix.
 
-Only pure decode steps (one new token per sequence, no dynamic-RoPE lengths) use the graphs; prefill
-and mixed steps run eagerly.
+Only pure decode steps (one new token per sequence, no dynamic-RoPE lengths) use these graphs;
+prefill and mixed steps have their own, per token bucket (prefill_graphs.py).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE
 
 from clawdbot.services.inference.attention import AttentionMetadata, GroupMetadata
 
@@ -71,9 +75,11 @@ class DecodeGraphs:
         )
 
     @torch.inference_mode()
-    def capture(self) -> None:
-        """Capture every bucket, largest first, sharing one memory pool."""
-        pool = None
+    def capture(self, pool: _POOL_HANDLE | None = None) -> _POOL_HANDLE | None:
+        """Capture every bucket, largest first, in one memory pool (`pool`, or a new one); returns it.
+
+        Each graph is replayed once on the empty static inputs (slots -1: nothing written): the
+        first launch uploads a graph, which should not happen under load."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -89,8 +95,11 @@ class DecodeGraphs:
                 )
             pool = graph.pool()
             self.graphs[n] = graph
+        for graph in self.graphs.values():  # the first launch uploads the graph: not under load
+            graph.replay()
         torch.cuda.synchronize()
         log.info("captured decode graphs", extra={"buckets": self.buckets})
+        return pool
 
     def fits(self, meta: AttentionMetadata, num_seqs: int) -> bool:
         if meta.max_q != 1 or num_seqs > self.buckets[-1] or not self.graphs:

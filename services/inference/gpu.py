@@ -1,5 +1,5 @@
-"""What the engine does differently on a CUDA device: faster attention, decode graphs, a KV pool
-sized from the memory that is actually free.
+"""What the engine does differently on a CUDA device: faster attention, CUDA graphs of decode and
+prompt steps, a KV pool sized from the memory that is actually free.
 
 Kept apart from the device-neutral engine so the CPU path has no CUDA branches: the service calls
 `kv_blocks_for_gpu` before building the engine and `accelerate` after.
@@ -14,6 +14,7 @@ import torch
 from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.cuda_graphs import DecodeGraphs
 from clawdbot.services.inference.model_runner import ModelRunner, kv_block_bytes
+from clawdbot.services.inference.prefill_graphs import PrefillGraphs
 
 log = logging.getLogger("clawdbot.inference.gpu")
 
@@ -61,25 +62,52 @@ def blocks_per_sequence(config: ModelConfig, block_size: int) -> int:
 def use_triton_attention(runner: ModelRunner) -> bool:
     """Swap the decoder's attention for the Triton kernels when they can run here."""
     from clawdbot.services.inference.kernels import triton_available, triton_paged_attention
+    from clawdbot.services.inference.kernels.paged_attention import prefill_tile_tokens
 
     if runner.device.type != "cuda" or not triton_available():
         return False
     runner.model.backend = triton_paged_attention
+    runner.tile_tokens = prefill_tile_tokens(runner.config.num_heads, runner.config.num_kv_heads)
     runner.model.fused = True  # the norm / RoPE / SiLU kernels need the same Triton
     return True
 
 
 def accelerate(
-    runner: ModelRunner, max_num_seqs: int, context_length: int, *, graphs: bool = True
+    runner: ModelRunner,
+    max_num_seqs: int,
+    context_length: int,
+    max_num_batched_tokens: int | None = None,
+    *,
+    graphs: bool = True,
 ) -> DecodeGraphs | None:
-    """Triton attention, then decode graphs for every batch bucket up to `max_num_seqs`."""
+    """Triton attention, then CUDA graphs: of prompt steps for every token bucket up to
+    `max_num_batched_tokens` (None: none), and of decode for every batch bucket up to `max_num_seqs`.
+
+    Both share one memory pool: they never run at the same time. The prompt graphs are captured
+    first, as the largest; their pool is what a step's activations need at the token budget, which
+    the KV sizing's WORKSPACE_BYTES leaves room for.
+    """
     if runner.device.type != "cuda":
         return None
     triton = use_triton_attention(runner)
     if not graphs or not triton or runner.config.rope.kind == "dynamic":
         log.info("cuda graphs off", extra={"triton": triton, "rope": runner.config.rope.kind})
         return None
+    pool = None
+    log.info(
+        "capturing cuda graphs",
+        extra={"reserved_gib": round(torch.cuda.memory_reserved(runner.device) / 2**30, 2)},
+    )
+    if max_num_batched_tokens:
+        prefill = PrefillGraphs(runner, max_num_batched_tokens, max_num_seqs, context_length)
+        pool = prefill.capture()
+        runner.prefill_graphs = prefill
     decode = DecodeGraphs(runner, max_num_seqs, context_length)
-    decode.capture()
+    decode.capture(pool)
     runner.decode_graphs = decode
+    torch.cuda.empty_cache()  # the eager warm-up runs' blocks; the graphs keep their own pool
+    log.info(
+        "cuda graphs ready",
+        extra={"reserved_gib": round(torch.cuda.memory_reserved(runner.device) / 2**30, 2)},
+    )
     return decode

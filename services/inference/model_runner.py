@@ -20,6 +20,7 @@ from clawdbot.services.inference.attention import AttentionMetadata, GroupMetada
 from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.events import TokenOutput
+from clawdbot.services.inference.kernels.paged_attention import prefill_tiles, tile_capacity
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
 from clawdbot.services.inference.sampler import SamplingTensors, sample
 from clawdbot.services.inference.scheduler import Batch
@@ -27,6 +28,7 @@ from clawdbot.services.inference.sequence import PENDING, Sequence
 
 if TYPE_CHECKING:
     from clawdbot.services.inference.cuda_graphs import DecodeGraphs
+    from clawdbot.services.inference.prefill_graphs import PrefillGraphs
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class ModelRunner:
         self.dtype = dtype
         self.windows = kv_groups(config)
         self.decode_graphs: DecodeGraphs | None = None  # set by gpu.accelerate on CUDA devices
+        self.prefill_graphs: PrefillGraphs | None = None  # likewise
+        self.tile_tokens = 0  # query tokens per prefill tile of the attention kernel; 0 = it needs none
         self._no_rows = torch.zeros(0, dtype=torch.long, device=device)
         self._no_rows_f = torch.zeros(0, dtype=torch.float32, device=device)
         self._mix_of: list[Sequence] = []  # the batch `_mix` describes
@@ -128,7 +132,7 @@ class ModelRunner:
             if len(flat) % 2:
                 flat.append(0)
 
-        for section in (input_ids, positions, rows, starts, context, sources):
+        for section in (input_ids, positions, rows, starts, context, sources, () if decode else num_new):
             add(section)
         widths = []
         all_tables = blocks.tables
@@ -150,7 +154,7 @@ class ModelRunner:
         for size in sizes:
             parts.append(uploaded[offset : offset + size])
             offset += size + size % 2
-        ids, pos, row_index, first_pos, context_lens, source = parts[:6]
+        ids, pos, row_index, first_pos, context_lens, source, query_lens = parts[:7]
         if sources:
             assert self._in_flight_tokens is not None, "a PENDING token without a step in flight"
             ids = torch.where(ids >= 0, ids, self._in_flight_tokens[source])
@@ -161,7 +165,7 @@ class ModelRunner:
             query_slot = row_index * max_q + (pos - first_pos[row_index])
         groups = []
         for g, (window, width) in enumerate(zip(self.windows, widths, strict=True)):
-            first, table, slots = parts[6 + 3 * g : 9 + 3 * g]
+            first, table, slots = parts[7 + 3 * g : 10 + 3 * g]
             table = table.view(count, width)
             if not decode:
                 slots = table[row_index, pos // bs - first[row_index]] * bs + pos % bs
@@ -171,6 +175,12 @@ class ModelRunner:
         meta = AttentionMetadata(
             positions=pos, query_slot=query_slot, context_lens=context_lens, max_q=max_q, groups=groups
         )
+        if not decode:
+            meta.query_lens = query_lens
+            if self.tile_tokens:
+                meta.tiles = prefill_tiles(
+                    query_lens, self.tile_tokens, tile_capacity(total, count, self.tile_tokens)
+                )
         rope_lens = context_lens[row_index] if self.config.rope.kind == "dynamic" else None
         return ids, meta, rope_lens
 
@@ -274,7 +284,7 @@ class ModelRunner:
         """
         input_ids, meta, rope_lens = self.prepare(batch, blocks)
         sampling = batch.sampling_rows()
-        graphs = self.decode_graphs
+        graphs, prefill = self.decode_graphs, self.prefill_graphs
         if (
             graphs is not None
             and rope_lens is None
@@ -282,12 +292,19 @@ class ModelRunner:
             and graphs.fits(meta, len(batch))
         ):
             logits = graphs.run(input_ids, meta)  # pure decode: one replay instead of ~15 launches a layer
-        elif sampling:
-            ends = torch.tensor(batch.num_new).cumsum(0) - 1
-            logits = self.forward_step(input_ids, meta, rope_lens, ends[sampling].to(self.device))
         else:
-            self.forward_step(input_ids, meta, rope_lens, input_ids[:0])
-            return LaunchedStep([], [])
+            hidden = None
+            if prefill is not None and rope_lens is None and prefill.fits(meta, len(batch), len(input_ids)):
+                hidden = prefill.run(input_ids, meta)  # prompts: one replay instead of ~500 launches
+            if not sampling:
+                if hidden is None:
+                    self.forward_step(input_ids, meta, rope_lens, input_ids[:0])
+                return LaunchedStep([], [])
+            rows = (torch.tensor(batch.num_new).cumsum(0) - 1)[sampling].to(self.device)
+            if hidden is None:
+                logits = self.forward_step(input_ids, meta, rope_lens, rows)
+            else:
+                logits = self.model.compute_logits(hidden[rows])
         seqs = [batch.seqs[b] for b in sampling]
         out = sample(logits, self.sampling_tensors(seqs, eos))
         self._in_flight_tokens = out.tokens

@@ -7,8 +7,10 @@ the file-level mypy switch above.
 One attention kernel serves both step kinds:
 - decode (`ROWS_ARE_TOKENS`): a program per (query token, kv head, split); its rows are the
   query heads that share the kv head, padded to 16 for `tl.dot`;
-- prefill / mixed (`not ROWS_ARE_TOKENS`): a program per (sequence, kv head, tile of query rows);
-  its rows are BLOCK_M query tokens x the query heads of the kv head.
+- prefill / mixed (`not ROWS_ARE_TOKENS`): a program per (tile, kv head), a tile being a row
+  (sequence, first, end) of `tiles_ptr`: up to BLOCK_M consecutive query tokens of one sequence in
+  the flat order (or in `order_ptr`'s order when REORDERED); its rows are those tokens x the query
+  heads of the kv head. Empty tiles (first == end) are padding and do nothing.
 Each program walks the keys in its range in chunks of BLOCK_N positions, maps every position to
 its physical block through the block table (skipping -1 entries), masks causal + window, and keeps
 an online softmax in fp32 (base 2, the scale folded in). Decode may split the key range over
@@ -64,13 +66,13 @@ def _paged_attention_kernel(
     part_ml_ptr,
     positions_ptr,
     query_slot_ptr,
-    row_token_ptr,
+    tiles_ptr,
+    order_ptr,
     context_lens_ptr,
     block_tables_ptr,
     first_block_ptr,
     scale_log2,
     window,
-    max_q,
     num_cols,
     stride_qt,
     stride_qh,
@@ -89,6 +91,7 @@ def _paged_attention_kernel(
     BLOCK_N: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
     ROWS_ARE_TOKENS: tl.constexpr,
+    REORDERED: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     ROWS: tl.constexpr = BLOCK_M * GROUP_P
@@ -101,14 +104,18 @@ def _paged_attention_kernel(
 
     if ROWS_ARE_TOKENS:
         tok = tl.program_id(0) + tl.zeros([ROWS], dtype=tl.int32)
-        b = tl.load(query_slot_ptr + tl.program_id(0)) // max_q
+        b = tl.load(query_slot_ptr + tl.program_id(0))  # max_q is 1: the slot is the sequence
         row_ok = g < GROUP
     else:
-        b = tl.program_id(0)
-        i = tl.program_id(2) * BLOCK_M + m // GROUP_P  # query row of this sequence
-        in_seq = i < max_q
-        tok = tl.load(row_token_ptr + b * max_q + i, mask=in_seq, other=-1)
-        row_ok = in_seq & (tok >= 0) & (g < GROUP)
+        tile = tiles_ptr + tl.program_id(0).to(tl.int64) * 3
+        b = tl.load(tile)
+        idx = tl.load(tile + 1) + m // GROUP_P
+        in_tile = idx < tl.load(tile + 2)
+        if REORDERED:  # noqa: SIM108 (a constexpr branch: one side is compiled)
+            tok = tl.load(order_ptr + idx, mask=in_tile, other=0)
+        else:
+            tok = idx
+        row_ok = in_tile & (g < GROUP)
     b = b.to(tl.int64)
     tok = tl.where(row_ok, tok, 0).to(tl.int64)
     pos = tl.load(positions_ptr + tok, mask=row_ok, other=-1)

@@ -10,8 +10,12 @@ attends each query token at position p to its sequence's keys at positions in (p
   inside the window are visited. At small batch the key range is split over several programs
   (flash-decoding) and merged by a second kernel; the split count comes from tensor shapes only.
   No host sync, no data-dependent shapes: the path can be captured in a CUDA graph.
-- Prefill and mixed steps (`meta.max_q > 1`): the same Triton kernel with a tile of BLOCK_M query
-  tokens per program and the causal + window mask per row; the row -> token map is one scatter.
+- Prefill and mixed steps (`meta.max_q > 1`): the same Triton kernel with a tile of up to BLOCK_M
+  query tokens of one sequence per program and the causal + window mask per row. The tiles are a
+  [n, 3] table (sequence, first token, end token) built on the device from the tokens of each
+  sequence (`prefill_tiles`): a step of one long prompt and many decodes launches one program per
+  tile, not one per (sequence, longest prompt's tiles); padding tiles (first == end) do nothing,
+  so a CUDA graph can hold a fixed tile count for a token bucket.
 
 Differences from the reference, both deliberate: a token whose slot is negative writes nothing
 (CUDA-graph padding rows may carry -1), and a query row that sees no key gets zeros (the reference
@@ -69,6 +73,36 @@ def _sm_count(index: int) -> int:
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+def prefill_tile_tokens(heads: int, kv_heads: int) -> int:
+    """Query tokens per prefill program: PREFILL_ROWS rows of (token, query head of one kv head)."""
+    return max(1, PREFILL_ROWS // _pow2(heads // kv_heads))
+
+
+def tile_capacity(tokens: int, seqs: int, tile_tokens: int) -> int:
+    """Most tiles `tokens` query tokens of `seqs` sequences can need (each sequence's last tile
+    may be partial): the tile table's length for a step, or for a CUDA graph's token bucket."""
+    return -(-tokens // tile_tokens) + min(seqs, tokens)
+
+
+def prefill_tiles(query_lens: torch.Tensor, tile_tokens: int, capacity: int) -> torch.Tensor:
+    """[capacity, 3] int64 rows (sequence, first token, end token) covering every query token once.
+
+    `query_lens[b]` tokens of sequence b follow those of b - 1 in the flat order. Device ops only
+    (no host sync, fixed shapes), so a CUDA graph can capture it; rows past the last tile are
+    (last sequence, t, t): empty.
+    """
+    lens = query_lens.to(torch.long)
+    counts = (lens + tile_tokens - 1) // tile_tokens
+    tile_end = counts.cumsum(0)
+    token_end = lens.cumsum(0)
+    k = torch.arange(capacity, device=lens.device)
+    seq = torch.searchsorted(tile_end, k, right=True).clamp_(max=max(int(lens.shape[0]) - 1, 0))
+    first = token_end[seq] - lens[seq] + (k - (tile_end[seq] - counts[seq])) * tile_tokens
+    end = torch.minimum(first + tile_tokens, token_end[seq])
+    end = torch.where(k < tile_end[-1:], end, first)
+    return torch.stack((seq, first, end), dim=1)
 
 
 def decode_splits(programs: int, max_keys: int, sms: int) -> int:
@@ -163,11 +197,12 @@ def triton_paged_attention(
             "NUM_SPLITS": splits,
             "ROWS_ARE_TOKENS": True,
         }
-        row_token = meta.query_slot  # unused on this path
+        tiles, order = meta.query_slot, None  # unused on this path
     else:
         splits = 1
-        block_m = max(1, PREFILL_ROWS // group_p)
-        grid = (meta.num_seqs, kv_heads, -(-meta.max_q // block_m))
+        block_m = prefill_tile_tokens(heads, kv_heads)
+        tiles, order = _tiles_of(meta, tokens, block_m)
+        grid = (int(tiles.shape[0]), kv_heads, 1)
         launch = {
             "GROUP_P": group_p,
             "BLOCK_M": block_m,
@@ -175,9 +210,6 @@ def triton_paged_attention(
             "NUM_SPLITS": 1,
             "ROWS_ARE_TOKENS": False,
         }
-        # padded row (b * max_q + i) -> flat token index, -1 where the sequence has fewer rows
-        row_token = torch.full((meta.num_seqs * meta.max_q,), -1, dtype=torch.long, device=q.device)
-        row_token[meta.query_slot] = torch.arange(tokens, device=q.device)
         num_warps = 4 if block_d <= 64 else 8
         num_stages = 3
     if splits > 1:
@@ -195,13 +227,13 @@ def triton_paged_attention(
         part_ml,
         meta.positions,
         meta.query_slot,
-        row_token,
+        tiles,
+        order if order is not None else tiles,
         meta.context_lens,
         tables,
         group.first_block,
         scale * LOG2E,
         group.window,
-        meta.max_q,
         num_cols,
         q.stride(0),
         q.stride(1),
@@ -213,6 +245,7 @@ def triton_paged_attention(
         tables.stride(0),
         num_warps=num_warps,
         num_stages=num_stages,
+        REORDERED=order is not None,
         **common,
         **launch,
     )
@@ -229,3 +262,20 @@ def triton_paged_attention(
             NUM_SPLITS=splits,
         )
     return out
+
+
+def _tiles_of(
+    meta: AttentionMetadata, tokens: int, tile_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(tiles, token order) of a prefill step: the runner's tiles over the flat order when it made
+    them, else derived from `query_slot` (any token order): the tokens sorted by their padded row,
+    which groups them by sequence, and the tiles over that order."""
+    if meta.tiles is not None:
+        return meta.tiles, None
+    seq_of = meta.query_slot // meta.max_q
+    lens = meta.query_lens
+    if lens is None:
+        lens = torch.zeros(meta.num_seqs, dtype=torch.long, device=seq_of.device)
+        lens.scatter_add_(0, seq_of, torch.ones_like(seq_of))
+    order = torch.argsort(meta.query_slot, stable=True)
+    return prefill_tiles(lens, tile_tokens, tile_capacity(tokens, meta.num_seqs, tile_tokens)), order

@@ -11,12 +11,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from clawdbot.services.inference.engine import Engine, EngineConfig
 from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.model.loader import load_model
 from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
-from clawdbot.services.inference.testing import reference_greedy, tiny_model
+from clawdbot.services.inference.testing import eventually, reference_greedy, tiny_model
 from clawdbot.shared.errors import ResourceExhausted
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
@@ -419,3 +420,30 @@ async def test_a_loop_that_dies_calls_on_crash(qwen2_folder: Path) -> None:
         assert await asyncio.to_thread(crashed.wait, 30)
     finally:
         engine.stop()
+
+
+def test_gauges_show_an_idle_engine_once_the_last_request_ended(mistral_folder: Path) -> None:
+    """The running / waiting / KV gauges are set when a step is scheduled; the last step of a burst
+    still counts the requests it finishes, so the engine sets them again when it goes idle (a
+    scrape after a burst read 11 running requests on an idle engine before)."""
+
+    def sample(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name)
+
+    async def run() -> bool:
+        engine = make_engine(mistral_folder)
+        engine.start()
+        try:
+            await asyncio.gather(*(engine.generate(p, GREEDY, f"g{i}") for i, p in enumerate(prompts(6))))
+            return await eventually(
+                lambda: (
+                    sample("clawdbot_inference_requests_running") == 0
+                    and sample("clawdbot_inference_requests_waiting") == 0
+                    and sample("clawdbot_inference_kv_blocks_used") == 0
+                ),
+                timeout=10,
+            )
+        finally:
+            engine.stop()
+
+    assert asyncio.run(run())

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from clawdbot.services.inference.attention import AttentionMetadata
 from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.engine import Engine, EngineConfig
+from clawdbot.services.inference.gpu import accelerate
 from clawdbot.services.inference.model.decoder import kv_groups
 from clawdbot.services.inference.model.loader import load_model
 from clawdbot.services.inference.model_runner import ModelRunner
+from clawdbot.services.inference.prefill_graphs import PrefillGraphs
 from clawdbot.services.inference.quant import Int4Linear, dequantize
 from clawdbot.services.inference.scheduler import Batch
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
@@ -73,3 +76,87 @@ def test_engine_serves_a_batch_on_cuda_with_int4_weights(tmp_path: Path) -> None
     outputs = asyncio.run(run())
     assert all(len(tokens) == 40 for tokens in outputs)
     assert engine.blocks.num_used() == 0
+
+
+def graphed_engine(folder: Path, *, graphs: bool) -> Engine:
+    """An fp32 engine on CUDA with Triton attention, and with prompt + decode graphs when `graphs`."""
+    model, config = load_model(folder, device="cuda", dtype="float32")
+    engine = Engine(
+        model,
+        config,
+        EngineConfig(block_size=16, num_blocks=256, max_num_seqs=8, max_num_batched_tokens=256),
+        CUDA,
+        torch.float32,
+    )
+    accelerate(engine.runner, 8, config.context_length, 256, graphs=graphs)
+    return engine
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])  # two KV groups (window + full); one window
+def test_prompt_graphs_replay_the_eager_forward(tmp_path: Path, family: str) -> None:
+    tiny_model(family, tmp_path, seed=11)
+    engine = graphed_engine(tmp_path, graphs=True)
+    runner, blocks = engine.runner, engine.blocks
+    graphs = runner.prefill_graphs
+    assert graphs is not None and graphs.buckets == [16, 32, 64, 128, 256]
+    draw = torch.Generator().manual_seed(1)
+    seqs = [
+        Sequence(f"s{i}", torch.randint(3, 500, (n,), generator=draw).tolist(), SamplingParams())
+        for i, n in enumerate([70, 37, 3, 1, 120])
+    ]
+    for seq in seqs:
+        blocks.admit(seq)
+    # The first 50 tokens of the first prompt are already in the cache: its chunk is a mixed step's.
+    assert blocks.reserve(seqs[0], 50)
+    ids, meta, _ = runner.prepare(Batch([seqs[0]], [50]), blocks)
+    runner.model(ids, meta.positions, meta, runner.kv_caches)
+    seqs[0].num_computed = 50
+    chunks = [20, 37, 3, 1, 120]
+    for seq, n in zip(seqs, chunks, strict=True):
+        assert blocks.reserve(seq, n)
+    ids, meta, _ = runner.prepare(Batch(seqs, chunks), blocks)
+    assert graphs.fits(meta, len(seqs), len(ids))
+    with torch.inference_mode():
+        eager = runner.model(ids, meta.positions, meta, runner.kv_caches).clone()
+        replayed = graphs.run(ids, meta).clone()
+    assert replayed.shape == eager.shape == (181, runner.config.hidden_size)
+    torch.testing.assert_close(replayed, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_engine_with_graphs_generates_the_eager_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_model("qwen2", tmp_path, seed=12)
+    replays: list[int] = []
+    run = PrefillGraphs.run
+
+    def counted(self: PrefillGraphs, input_ids: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        replays.append(int(input_ids.shape[0]))
+        return run(self, input_ids, meta)
+
+    monkeypatch.setattr(PrefillGraphs, "run", counted)
+    params = SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True)
+    draw = torch.Generator().manual_seed(2)
+    prompts = [
+        torch.randint(3, 500, (n,), generator=draw).tolist() for n in (1, 5, 40, 130, 300, 17, 64, 255)
+    ]
+
+    def generate(engine: Engine) -> list[list[int]]:
+        async def run_all() -> list[list[int]]:
+            engine.start()
+            try:
+                return list(
+                    await asyncio.gather(
+                        *(engine.generate(p, params, f"r{i}") for i, p in enumerate(prompts))
+                    )
+                )
+            finally:
+                engine.stop()
+
+        return asyncio.run(run_all())
+
+    eager = generate(graphed_engine(tmp_path, graphs=False))
+    assert not replays
+    graphed = generate(graphed_engine(tmp_path, graphs=True))
+    assert replays, "no step went through the prompt graphs"
+    assert graphed == eager

@@ -14,7 +14,12 @@ import torch
 
 from clawdbot.services.inference.attention import torch_paged_attention
 from clawdbot.services.inference.kernels import triton_available, triton_paged_attention
-from clawdbot.services.inference.kernels.paged_attention import store_kv
+from clawdbot.services.inference.kernels.paged_attention import (
+    prefill_tile_tokens,
+    prefill_tiles,
+    store_kv,
+    tile_capacity,
+)
 from clawdbot.services.inference.kernels.synthetic import PagedStep, random_step
 
 pytestmark = pytest.mark.gpu
@@ -105,6 +110,24 @@ def test_prefill_and_mixed_steps_match_reference(
         shuffle_tokens=True,
         seed=batch,
     )
+    ours, ref, k_ours, k_ref = run_both(step)
+    assert_close(ours, ref)
+    assert torch.equal(k_ours, k_ref)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(16, 4), (4, 4)])
+def test_prefill_with_the_runners_tile_table_matches_reference(heads: int, kv_heads: int) -> None:
+    """The engine's path: tokens in sequence order, the tile table given (with padding rows, as a
+    graph's bucket has), a long prompt chunk beside decodes."""
+    query_lens = [1, 300, 1, 17, 64, 1]
+    contexts = [900, 300, 40, 500, 64, 4100]
+    step = random_step(
+        contexts, query_lens, heads=heads, kv_heads=kv_heads, head_dim=64, window=256, freed_columns=1, seed=3
+    )
+    tile = prefill_tile_tokens(heads, kv_heads)
+    step.meta.query_lens = torch.tensor(query_lens, device="cuda")
+    capacity = tile_capacity(sum(query_lens), len(query_lens), tile) + 7
+    step.meta.tiles = prefill_tiles(step.meta.query_lens, tile, capacity)
     ours, ref, k_ours, k_ref = run_both(step)
     assert_close(ours, ref)
     assert torch.equal(k_ours, k_ref)
