@@ -202,8 +202,9 @@ class Engine:
             if not self.scheduler.has_work:
                 # Going idle: the gauges were last set when the final step was scheduled, with the
                 # requests it finished still counted; set them to what is left (nothing, mostly).
-                self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
-                self.metrics.kv(self.blocks)
+                with self._cv:
+                    self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
+                    self.metrics.kv(self.blocks)
                 self._flush()
             with self._cv:
                 while (

@@ -85,7 +85,10 @@ def accelerate(
 
     Both share one memory pool: they never run at the same time. The prompt graphs are captured
     first, as the largest; their pool is what a step's activations need at the token budget, which
-    the KV sizing's WORKSPACE_BYTES leaves room for.
+    the KV sizing's WORKSPACE_BYTES leaves room for. Sharing means a replay may overwrite another
+    graph's output (a decode step's logits sit on memory a prompt graph uses for intermediates):
+    the runner consumes a replay's output (sampling, on the same stream) before it queues the next
+    replay, and whatever must outlive a step has to be copied out of the graph's output first.
     """
     if runner.device.type != "cuda":
         return None
@@ -99,6 +102,7 @@ def accelerate(
         extra={"reserved_gib": round(torch.cuda.memory_reserved(runner.device) / 2**30, 2)},
     )
     if max_num_batched_tokens:
+        torch.cuda.empty_cache()  # load-time blocks: the capture's peak is then the pool alone
         prefill = PrefillGraphs(runner, max_num_batched_tokens, max_num_seqs, context_length)
         pool = prefill.capture()
         runner.prefill_graphs = prefill

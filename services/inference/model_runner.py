@@ -176,11 +176,7 @@ class ModelRunner:
             positions=pos, query_slot=query_slot, context_lens=context_lens, max_q=max_q, groups=groups
         )
         if not decode:
-            meta.query_lens = query_lens
-            if self.tile_tokens:
-                meta.tiles = prefill_tiles(
-                    query_lens, self.tile_tokens, tile_capacity(total, count, self.tile_tokens)
-                )
+            meta.query_lens = query_lens  # the tile table is built where it is needed (`launch`)
         rope_lens = context_lens[row_index] if self.config.rope.kind == "dynamic" else None
         return ids, meta, rope_lens
 
@@ -296,6 +292,8 @@ class ModelRunner:
             hidden = None
             if prefill is not None and rope_lens is None and prefill.fits(meta, len(batch), len(input_ids)):
                 hidden = prefill.run(input_ids, meta)  # prompts: one replay instead of ~500 launches
+            else:
+                self._add_tiles(meta, len(input_ids))
             if not sampling:
                 if hidden is None:
                     self.forward_step(input_ids, meta, rope_lens, input_ids[:0])
@@ -317,6 +315,13 @@ class ModelRunner:
             step.ready = torch.cuda.Event()
             step.ready.record()
         return step
+
+    def _add_tiles(self, meta: AttentionMetadata, tokens: int) -> None:
+        """The prefill kernel's tile table for an eager prompt step, once for all layers (a graph
+        replay builds its own inside the graph)."""
+        if self.tile_tokens and meta.max_q > 1 and meta.query_lens is not None:
+            capacity = tile_capacity(tokens, meta.num_seqs, self.tile_tokens)
+            meta.tiles = prefill_tiles(meta.query_lens, self.tile_tokens, capacity)
 
     def _to_host(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
         if tensor is None or self.device.type != "cuda":
