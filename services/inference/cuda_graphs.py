@@ -18,6 +18,7 @@ prefill and mixed steps have their own, per token bucket (prefill_graphs.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,6 +36,52 @@ DEFAULT_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 2
 def bucket_sizes(max_batch: int, candidates: tuple[int, ...] = DEFAULT_BUCKETS) -> list[int]:
     sizes = [b for b in candidates if b < max_batch]
     return [*sizes, max_batch]
+
+
+def static_groups(
+    windows: list[int],
+    slots: list[torch.Tensor],
+    tables: list[torch.Tensor],
+    firsts: list[torch.Tensor],
+    tokens: int,
+    seqs: int,
+) -> list[GroupMetadata]:
+    """Per KV group, the views of a graph's static buffers for `tokens` query tokens of `seqs` rows."""
+    return [
+        GroupMetadata(window=w, slot_mapping=s[:tokens], block_tables=t[:seqs], first_block=f[:seqs])
+        for w, s, t, f in zip(windows, slots, tables, firsts, strict=True)
+    ]
+
+
+def capture_buckets(
+    sizes: list[int], forward: Callable[[int], torch.Tensor], pool: _POOL_HANDLE | None
+) -> tuple[dict[int, torch.cuda.CUDAGraph], dict[int, torch.Tensor], _POOL_HANDLE | None]:
+    """(graphs, their outputs, the pool) of `forward(size)` for every size, largest first, in one
+    memory pool (`pool`, or a new one).
+
+    Each size runs eagerly first, on a side stream (Triton compiles outside any capture), and each
+    graph is replayed once after capture (its first launch uploads it, which should not happen
+    under load): `forward` must write nothing while its static inputs hold no tokens.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for size in reversed(sizes):
+            forward(size)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graphs: dict[int, torch.cuda.CUDAGraph] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    for size in reversed(sizes):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            outputs[size] = forward(size)
+        pool = graph.pool()
+        graphs[size] = graph
+    for graph in graphs.values():
+        graph.replay()
+    torch.cuda.synchronize()
+    return graphs, outputs, pool
 
 
 class DecodeGraphs:
@@ -61,11 +108,12 @@ class DecodeGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
 
+    def _forward(self, n: int) -> torch.Tensor:
+        """The captured body: the decoder and the logits of every row."""
+        return self.runner.forward_step(self.input_ids[:n], self._meta(n), None, self.rows[:n])
+
     def _meta(self, n: int) -> AttentionMetadata:
-        groups = [
-            GroupMetadata(window=w, slot_mapping=s[:n], block_tables=t[:n], first_block=f[:n])
-            for w, s, t, f in zip(self.runner.windows, self.slots, self.tables, self.firsts, strict=True)
-        ]
+        groups = static_groups(self.runner.windows, self.slots, self.tables, self.firsts, n, n)
         return AttentionMetadata(
             positions=self.positions[:n],
             query_slot=self.query_slot[:n],
@@ -76,28 +124,8 @@ class DecodeGraphs:
 
     @torch.inference_mode()
     def capture(self, pool: _POOL_HANDLE | None = None) -> _POOL_HANDLE | None:
-        """Capture every bucket, largest first, in one memory pool (`pool`, or a new one); returns it.
-
-        Each graph is replayed once on the empty static inputs (slots -1: nothing written): the
-        first launch uploads a graph, which should not happen under load."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for n in reversed(self.buckets):  # eager runs first: Triton compiles outside any capture
-                self.runner.forward_step(self.input_ids[:n], self._meta(n), None, self.rows[:n])
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        for n in reversed(self.buckets):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.outputs[n] = self.runner.forward_step(
-                    self.input_ids[:n], self._meta(n), None, self.rows[:n]
-                )
-            pool = graph.pool()
-            self.graphs[n] = graph
-        for graph in self.graphs.values():  # the first launch uploads the graph: not under load
-            graph.replay()
-        torch.cuda.synchronize()
+        """Capture every bucket (`capture_buckets`; the empty static inputs have every slot -1)."""
+        self.graphs, self.outputs, pool = capture_buckets(self.buckets, self._forward, pool)
         log.info("captured decode graphs", extra={"buckets": self.buckets})
         return pool
 

@@ -33,7 +33,8 @@ import torch
 if TYPE_CHECKING:
     from torch.cuda import _POOL_HANDLE
 
-from clawdbot.services.inference.attention import AttentionMetadata, GroupMetadata
+from clawdbot.services.inference.attention import AttentionMetadata
+from clawdbot.services.inference.cuda_graphs import capture_buckets, static_groups
 from clawdbot.services.inference.kernels.paged_attention import prefill_tiles, tile_capacity
 
 log = logging.getLogger("clawdbot.inference.graphs")
@@ -87,10 +88,7 @@ class PrefillGraphs:
     def _forward(self, size: int) -> torch.Tensor:
         """The captured body: the tile table from the static token counts, then the decoder."""
         runner = self.runner
-        groups = [
-            GroupMetadata(window=w, slot_mapping=s[:size], block_tables=t, first_block=f)
-            for w, s, t, f in zip(runner.windows, self.slots, self.tables, self.firsts, strict=True)
-        ]
+        groups = static_groups(runner.windows, self.slots, self.tables, self.firsts, size, self.max_seqs)
         meta = AttentionMetadata(
             positions=self.positions[:size],
             query_slot=self.query_slot[:size],
@@ -105,28 +103,9 @@ class PrefillGraphs:
 
     @torch.inference_mode()
     def capture(self, pool: _POOL_HANDLE | None = None) -> _POOL_HANDLE | None:
-        """Capture every bucket, largest first, in one memory pool (`pool`, or a new one); returns it.
-
-        The static inputs hold no tokens meanwhile (every slot -1, every count 0), so the warm-up
-        runs, the captures and one replay of each graph (its first launch uploads it, which should
-        not happen under load) write nothing to the KV cache.
-        """
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for size in reversed(self.buckets):  # eager runs first: Triton compiles outside any capture
-                self._forward(size)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        for size in reversed(self.buckets):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.outputs[size] = self._forward(size)
-            pool = graph.pool()
-            self.graphs[size] = graph
-        for graph in self.graphs.values():  # the first launch uploads the graph: not under load
-            graph.replay()
-        torch.cuda.synchronize()
+        """Capture every bucket (`capture_buckets`). The static inputs hold no tokens meanwhile
+        (every slot -1, every count 0): the warm-up runs and replays write nothing to the KV cache."""
+        self.graphs, self.outputs, pool = capture_buckets(self.buckets, self._forward, pool)
         log.info("captured prefill graphs", extra={"buckets": self.buckets, "widths": self.widths})
         return pool
 

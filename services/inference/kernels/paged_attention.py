@@ -272,9 +272,9 @@ def _tiles_of(
     which groups them by sequence, and the tiles over that order."""
     if meta.tiles is not None:
         return meta.tiles, None
-    seq_of = meta.query_slot // meta.max_q
     lens = meta.query_lens
     if lens is None:
+        seq_of = meta.query_slot // meta.max_q
         lens = torch.zeros(meta.num_seqs, dtype=torch.long, device=seq_of.device)
         lens.scatter_add_(0, seq_of, torch.ones_like(seq_of))
     order = torch.argsort(meta.query_slot, stable=True)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.config import parse_config
 from clawdbot.services.inference.events import StepEvent, TokenOutput
 from clawdbot.services.inference.sequence import Finish, SamplingParams
+from clawdbot.services.inference.testing import tiny_config
 from clawdbot.services.inference.validation import Limits
 from clawdbot.services.inference.wire import (
     Abort,
@@ -116,23 +118,15 @@ def test_requests_reach_the_core_unchanged_and_in_order(messages: list[object]) 
 
 
 def test_ready_carries_the_model_config_and_limits() -> None:
-    config = ModelConfig(
-        architecture="mistral",
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        layer_windows=(16, 16),
-        eos_token_ids=(2,),
-        quantization={"group_size": 128},
-    )
+    # The tiny test model's config, as the loader parses it, with a pre-quantized format on top.
+    config = replace(parse_config(tiny_config("mistral").to_dict()), quantization={"group_size": 128})
     ready = Ready(b"\x08\x01", config, Limits(block_size=16, num_blocks=257, full_attention=False))
     [back] = through_the_socket([ready], to_core=False)
-    assert back == ready and isinstance(back, Ready) and back.config.context_length == 512
+    assert (
+        back == ready
+        and isinstance(back, Ready)
+        and back.config.context_length == 512 == config.context_length
+    )
 
 
 def test_a_frame_is_its_length_then_its_body() -> None:
