@@ -18,8 +18,14 @@ Prints one JSON object (and writes it to --out):
 - grpc, grpc-in-process: `clawdbot serve inference` (INT4) as a separate process, 256 concurrent
   Generate streams from client processes (bench/grpc_client.py: all streams from one process, then
   split over four started together); output tokens/s and TTFT as the clients see them. The first
-  with the engine in its own process (the default), the second with `--in-process`.
-- grpc20 (only when named): the default service with `--stream-interval-ms 20`.
+  with the engine in its own process (the default), the second (only when named, as
+  grpc-in-process) with `--in-process`. Clients: one process on one connection, one process on
+  four connections, four processes; each load also reports the client's CPU share, the server's
+  and the core's CPU seconds, and the engine's own mean TTFT for comparison.
+- grpc-unpaced, grpc-no-hold, grpc20 (only when named): the service with neither pacing nor burst
+  hold (every step's token goes out at once, as before this session), with pacing but no burst
+  hold, and with a fixed `--stream-interval-ms 20`;
+  grpc-pacing-N: the service with `--stream-pacing-us N`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -50,6 +57,7 @@ from clawdbot.services.inference.server import EngineHandle
 from clawdbot.services.inference.settings import InferenceSettings
 
 PROMPT, OUTPUT, CONCURRENT = 128, 256, 256
+UNPACED = ("--stream-pacing-us", "0", "--stream-burst-hold-ms", "0")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -380,9 +388,7 @@ def hf_numbers(folder: Path) -> dict[str, Any]:
     return result
 
 
-def grpc_numbers(
-    folder: Path, logs: Path, stream_interval_ms: float = 0.0, in_process: bool = False
-) -> dict[str, Any]:
+def grpc_numbers(folder: Path, logs: Path, name: str = "grpc", extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """The service as its own process; this process is the client (its own process too)."""
     from clawdbot.shared.processes import ServiceProcess, free_port
 
@@ -405,18 +411,20 @@ def grpc_numbers(
             "8192",
             "--max-waiting",
             "1024",
-            "--stream-interval-ms",
-            str(stream_interval_ms),
-            "--in-process" if in_process else "--engine-process",
+            *extra,
         ],
-        log_path=logs
-        / f"inference-service-{stream_interval_ms:g}ms{'-in-process' if in_process else ''}.log",
+        log_path=logs / f"inference-service-{name}.log",
     )
     proc.start()
     try:
         asyncio.run(proc.wait_serving(100))
         result: dict[str, Any] = {"engine_before": engine_requests(metrics_port)}
-        for processes in (1, 4):
+        for processes, channels in ((1, 1), (1, 4), (4, 1)):
+            before = engine_requests(metrics_port)
+            cpu_before = process_cpu_seconds(proc.process.pid) if proc.process else {}
+            watcher = GaugeWatcher(metrics_port) if os.environ.get("BENCH_WATCH_GAUGES") else None
+            if watcher:
+                watcher.start()
             client = subprocess.run(
                 [
                     sys.executable,
@@ -428,6 +436,8 @@ def grpc_numbers(
                     str(OUTPUT),
                     "--processes",
                     str(processes),
+                    "--channels",
+                    str(channels),
                     "--seed",
                     str(10 + processes),  # fresh prompts per run: no prefix-cache hits from the last
                 ],
@@ -435,12 +445,28 @@ def grpc_numbers(
                 text=True,
                 timeout=120,
             )
-            key = f"client_processes_{processes}"
+            if watcher:
+                watcher.stop()
+            key = f"client_processes_{processes}" + (f"_channels_{channels}" if channels > 1 else "")
             result[key] = (
                 json.loads(client.stdout) if client.returncode == 0 else {"error": client.stderr[-2000:]}
             )
             # Every stream has ended for the client: the engine must hold no request any more.
-            result[key]["engine_after"] = engine_requests(metrics_port)
+            if watcher:
+                result[key]["engine_gauges"] = watcher.changes
+            after = engine_requests(metrics_port)
+            result[key]["engine_after"] = {k: after[k] for k in ("running", "waiting")}
+            # The engine's own TTFT (arrival in the gRPC process -> token in the core), this load only.
+            count = after["ttft_count"] - before["ttft_count"]
+            if count:
+                result[key]["engine_ttft_ms_mean"] = round(
+                    1e3 * (after["ttft_sum"] - before["ttft_sum"]) / count, 2
+                )
+            if proc.process:
+                cpu = process_cpu_seconds(proc.process.pid)
+                result[key]["server_cpu_s"] = {
+                    name: round(cpu[name] - cpu_before.get(name, 0.0), 3) for name in cpu
+                }
         return result
     finally:
         proc.stop()
@@ -457,12 +483,67 @@ def engine_requests(metrics_port: int) -> dict[str, float]:
     wanted = {
         "clawdbot_inference_requests_running": "running",
         "clawdbot_inference_requests_waiting": "waiting",
+        "clawdbot_inference_time_to_first_token_seconds_sum": "ttft_sum",
+        "clawdbot_inference_time_to_first_token_seconds_count": "ttft_count",
     }
     return {
-        wanted[family.name]: family.samples[0].value
+        wanted[sample.name]: sample.value
         for family in text_string_to_metric_families(text)
-        if family.name in wanted
+        for sample in family.samples
+        if sample.name in wanted
     }
+
+
+class GaugeWatcher:
+    """The engine's running / waiting gauges read every ~25 ms while a load runs, kept where they
+    change: [ms since start, running, waiting]. Tells a request that waits in the engine (for a
+    slot) from one that has not reached it. Only with BENCH_WATCH_GAUGES=1: each scrape makes the
+    service parse the core's whole exposition, ~13% of its samples at this rate (py-spy, run 24),
+    so the loads it watches run slower."""
+
+    def __init__(self, metrics_port: int) -> None:
+        import threading
+
+        self.metrics_port = metrics_port
+        self.changes: list[list[float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        started = time.perf_counter()
+        last: tuple[float, float] | None = None
+        while not self._done.wait(0.025):
+            try:
+                now = engine_requests(self.metrics_port)
+            except OSError:
+                continue
+            seen = (now["running"], now["waiting"])
+            if seen != last:
+                self.changes.append([round(1e3 * (time.perf_counter() - started)), *seen])
+                last = seen
+
+
+def process_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of the service process ("server") and of its children ("core")."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(one: int) -> float:
+        with open(f"/proc/{one}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    result = {"server": seconds(pid)}
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        for n, child in enumerate(children.read().split()):
+            result[f"core{n or ''}"] = seconds(int(child))
+    return result
 
 
 def wait_for_free_memory(fraction: float, seconds: float) -> None:
@@ -509,17 +590,25 @@ def main() -> None:
     if args.child:
         # One section in this process (its own CUDA context): print its JSON and leave.
         folder = Path(args.folder) if args.folder else write_dummy("ref-336m", work / "ref-336m")
+        name = args.child
         runners = {
             "correctness": lambda: asyncio.run(correctness(work)),
             "transformers": lambda: hf_numbers(folder),
             "ours-int4": lambda: asyncio.run(ours(folder, "int4")),
             "ours-bf16": lambda: asyncio.run(ours(folder, "none")),
             "core-int4": lambda: asyncio.run(ours_core(folder, "int4")),
-            "grpc": lambda: grpc_numbers(folder, logs_folder()),
-            "grpc-in-process": lambda: grpc_numbers(folder, logs_folder(), in_process=True),
-            "grpc20": lambda: grpc_numbers(folder, logs_folder(), 20.0),
+            "grpc": lambda: grpc_numbers(folder, logs_folder(), name),
+            "grpc-in-process": lambda: grpc_numbers(folder, logs_folder(), name, ("--in-process",)),
+            "grpc-unpaced": lambda: grpc_numbers(folder, logs_folder(), name, UNPACED),
+            "grpc-no-hold": lambda: grpc_numbers(
+                folder, logs_folder(), name, ("--stream-burst-hold-ms", "0")
+            ),
+            "grpc20": lambda: grpc_numbers(folder, logs_folder(), name, ("--stream-interval-ms", "20")),
             "long": lambda: asyncio.run(long_generation(folder)),
         }
+        if name.startswith("grpc-pacing-"):  # a pacing other than the default, e.g. grpc-pacing-160
+            pacing = ("--stream-pacing-us", name.removeprefix("grpc-pacing-"))
+            runners[name] = lambda: grpc_numbers(folder, logs_folder(), name, pacing)
         print(json.dumps(runners[args.child]()))
         shutil.rmtree(work, ignore_errors=True)
         return
@@ -566,10 +655,13 @@ def main() -> None:
             "core-int4": "core",
             "transformers": "hf",
             "grpc": "grpc",
-            "grpc-in-process": "grpc",
+            "grpc-in-process": "grpc-in-process",
+            "grpc-unpaced": "grpc-unpaced",
+            "grpc-no-hold": "grpc-no-hold",
             "grpc20": "grpc20",
             "long": "long",
         }
+        groups.update({name: name for name in sorted(sections) if name.startswith("grpc-pacing-")})
         for name, group in groups.items():
             if group in sections:
                 section(name, limits.get(name, 120), folder)

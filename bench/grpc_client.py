@@ -1,6 +1,6 @@
 """Client side of the gRPC load test: N concurrent Generate streams, measured where a client sees them.
 
-python -m bench.grpc_client HOST:PORT N PROMPT_LEN OUTPUT_LEN [--processes P]
+python -m bench.grpc_client HOST:PORT N PROMPT_LEN OUTPUT_LEN [--processes P] [--channels C]
 
 With `--processes P` the N streams are split over P client processes that start together, so a
 single Python client's own event loop does not bound what is measured; the figures are then over
@@ -12,6 +12,10 @@ The common start is a barrier, not a guess: each process connects, makes one war
 instant 2.5 s ahead; client processes still importing their libraries on a busy host started late,
 and every stream's TTFT carried the delay: 1.2-2.4 s TTFTs with a spread of ~50 ms.) Each process
 reports how late it actually started (`start_late_ms_max`).
+
+`--channels C` spreads each process's streams over C channels (C HTTP/2 connections), and every
+process reports the CPU time it spent during the load (`client_cpu_share_max`: CPU seconds / wall
+seconds of the busiest process; near 1.0 means that process, not the server, set the pace).
 """
 
 from __future__ import annotations
@@ -54,33 +58,44 @@ def prompts_for(count: int, prompt_len: int, seed: int, vocab: int) -> list[list
 
 
 async def shard(
-    target: str, indices: list[int], prompt_len: int, output: int, seed: int, vocab: int
+    target: str, indices: list[int], prompt_len: int, output: int, seed: int, vocab: int, channels: int
 ) -> list[dict[str, float]]:
     """Streams `indices` of the load: connect and warm up, say ready, start at the instant read from stdin."""
     prompts = prompts_for(max(indices) + 1, prompt_len, seed, vocab)
-    async with grpc.aio.insecure_channel(
-        target, options=[("grpc.max_receive_message_length", 64 << 20)]
-    ) as channel:
-        stub = inference_pb2_grpc.InferenceStub(channel)
-        await one(stub, f"warm{indices[0]}", prompts[indices[0]][:8], 4, time.time())
+    # A local subchannel pool per channel: each channel opens a connection of its own.
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
+    opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    try:
+        stubs = [inference_pb2_grpc.InferenceStub(channel) for channel in opened]
+        for c, stub in enumerate(stubs):
+            await one(stub, f"warm{indices[0]}-{c}", prompts[indices[0]][:8], 4, time.time())
         print("ready", flush=True)
         start_at = float(await asyncio.to_thread(sys.stdin.readline))
         await asyncio.sleep(max(0.0, start_at - time.time()))
         late = time.time() - start_at
-        results = await asyncio.gather(*(one(stub, f"g{i}", prompts[i], output, start_at) for i in indices))
+        cpu = time.process_time()
+        results = await asyncio.gather(
+            *(one(stubs[n % channels], f"g{i}", prompts[i], output, start_at) for n, i in enumerate(indices))
+        )
+        cpu_share = (time.process_time() - cpu) / max(1e-9, time.time() - start_at)
         for i, result in zip(indices, results, strict=True):
             result["late"] = late
             result["stream"] = i
+            result["cpu_share"] = cpu_share
         return results
+    finally:
+        for channel in opened:
+            await channel.close()
 
 
-def summary(results: list[dict[str, float]], processes: int) -> dict[str, object]:
+def summary(results: list[dict[str, float]], processes: int, channels: int) -> dict[str, object]:
     elapsed = max(r["end"] for r in results)
     tokens = sum(r["tokens"] for r in results)
     ttft = sorted(r["first"] for r in results)
     return {
         "streams": len(results),
         "client_processes": processes,
+        "channels_per_process": channels,
         "seconds": round(elapsed, 3),
         "output_tokens": int(tokens),
         "output_tokens_per_s": round(tokens / elapsed, 1),
@@ -91,6 +106,8 @@ def summary(results: list[dict[str, float]], processes: int) -> dict[str, object
         ),
         "start_late_ms_max": round(max(r["late"] for r in results) * 1e3, 2),
         "ttft_ms_max": round(ttft[-1] * 1e3, 2),
+        "ttft_ms_mean": round(statistics.mean(ttft) * 1e3, 2),
+        "client_cpu_share_max": round(max(r["cpu_share"] for r in results), 3),
         # The tail, stream by stream (index modulo the process count = its client process):
         # [stream, first token ms, last token ms, messages] of the streams 3x slower than the median.
         "slow_streams": [
@@ -110,6 +127,7 @@ def main() -> None:
     parser.add_argument("prompt_len", type=int)
     parser.add_argument("output", type=int)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=1, help="connections per client process")
     parser.add_argument(
         "--seed", type=int, default=11, help="of the random prompts (a new seed: no prefix-cache hits)"
     )
@@ -120,7 +138,7 @@ def main() -> None:
         index, total = (int(x) for x in args.shard.split("/"))
         indices = list(range(index, args.count, total))
         results = asyncio.run(
-            shard(args.target, indices, args.prompt_len, args.output, args.seed, args.vocab)
+            shard(args.target, indices, args.prompt_len, args.output, args.seed, args.vocab, args.channels)
         )
         print(json.dumps(results))
         return
@@ -140,6 +158,8 @@ def main() -> None:
                 str(args.seed),
                 "--vocab",
                 str(args.vocab),
+                "--channels",
+                str(args.channels),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -162,7 +182,7 @@ def main() -> None:
         if child.returncode != 0:
             raise SystemExit(f"client process failed ({child.returncode})")
         streams += json.loads(out)
-    print(json.dumps(summary(streams, args.processes)))
+    print(json.dumps(summary(streams, args.processes, args.channels)))
 
 
 if __name__ == "__main__":

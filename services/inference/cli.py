@@ -47,6 +47,19 @@ from clawdbot.shared.options import common_server_options
     help="Least time between two messages of a Generate stream; tokens meanwhile go together [default: 0].",
 )
 @click.option(
+    "--stream-pacing-us",
+    type=float,
+    default=None,
+    help="Under load: the least time between two messages of a stream grows by this much per open "
+    "stream [default: 160; 0: off].",
+)
+@click.option(
+    "--stream-burst-hold-ms",
+    type=float,
+    default=None,
+    help="During a burst of new calls, open streams hold their messages this long [default: 200; 0: off].",
+)
+@click.option(
     "--engine-process/--in-process",
     default=None,
     help="Run the engine in its own process (default) or in the gRPC server's process.",

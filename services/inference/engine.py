@@ -271,15 +271,14 @@ class Engine:
             self._apply_aborts()
             advanced = self.scheduler.resolve(current.batch, current.pending, [o.token for o in outputs])
             now = time.monotonic()
-            got_token: list[Sequence] = []
+            # Token latencies first: finishing a request drops its latency state (`_finish_event`).
+            self.metrics.tokens([current.pending[row][0] for row in advanced], now)
             for row in advanced:
                 seq, out = current.pending[row][0], outputs[row]
-                got_token.append(seq)
                 if seq.is_finished:
                     self._finish_event(seq, [] if seq.stop_token_id is not None else [out])
                 else:
                     self._emit(seq, StepEvent(tokens=[out]))
-            self.metrics.tokens(got_token, now)
             self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
             self.steps += 1
         if self._in_flight is not None:

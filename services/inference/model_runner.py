@@ -8,6 +8,7 @@ belong here (a later issue): `forward_step` is the pure function they would capt
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Iterable
 from collections.abc import Sequence as Seq
@@ -81,7 +82,12 @@ class ModelRunner:
 
     # -- inputs --------------------------------------------------------------------------------
     def _tensor(self, data: Seq[Any], dtype: torch.dtype = torch.long) -> torch.Tensor:
-        return torch.tensor(data, dtype=dtype, device=self.device)
+        """Host numbers on the device without waiting for it: a plain copy from pageable memory
+        synchronises the stream, which would wait for the step in flight and undo the pipelining."""
+        host = torch.tensor(data, dtype=dtype)
+        if self.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
 
     def _upload(self, flat: list[int]) -> torch.Tensor:
         """One host-to-device copy of a step's integers (pinned, asynchronous on CUDA)."""
@@ -298,7 +304,8 @@ class ModelRunner:
                 if hidden is None:
                     self.forward_step(input_ids, meta, rope_lens, input_ids[:0])
                 return LaunchedStep([], [])
-            rows = (torch.tensor(batch.num_new).cumsum(0) - 1)[sampling].to(self.device)
+            ends = list(itertools.accumulate(batch.num_new))
+            rows = self._upload([ends[b] - 1 for b in sampling])
             if hidden is None:
                 logits = self.forward_step(input_ids, meta, rope_lens, rows)
             else:

@@ -90,11 +90,12 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
     """Next tokens for a batch of fp32 logits [B, V]."""
     raw = logits
     if t.suppress is not None:
-        rows = torch.arange(logits.shape[0], device=logits.device)[:, None].expand_as(t.suppress)
-        valid = t.suppress >= 0
-        logits = logits.index_put(
-            (rows[valid], t.suppress[valid]), torch.tensor(float("-inf"), device=logits.device)
-        )
+        # Padding (-1) goes to a spare column that is dropped: no boolean-mask indexing, which would
+        # make the host wait for the device to learn the result's size.
+        vocab = logits.shape[-1]
+        banned = torch.zeros(logits.shape[0], vocab + 1, dtype=torch.bool, device=logits.device)
+        banned.scatter_(1, torch.where(t.suppress >= 0, t.suppress, vocab), True)
+        logits = logits.masked_fill(banned[:, :vocab], float("-inf"))
     logits = apply_penalties(logits, t)
     greedy_tokens = logits.argmax(dim=-1)
     if t.all_greedy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -31,6 +32,13 @@ class EngineHandle(Protocol):
     def submit(self, seq: Sequence) -> asyncio.Queue[StepEvent]: ...
 
     def abort(self, request_id: str) -> object: ...
+
+
+MIN_WAIT = 0.001  # seconds; a shorter wait between two messages is not worth a timer
+# A burst: this many calls opened within BURST_WINDOW seconds (320 a second, more new requests than
+# an engine can start; a steady load stays far below it).
+BURST_CALLS = 16
+BURST_WINDOW = 0.05
 
 
 REFUSALS: dict[str, type[ClawdbotError]] = {
@@ -73,8 +81,16 @@ def merge(events: list[StepEvent], want_logprobs: bool) -> inference_pb2.Generat
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Registered when the port opens; answers UNAVAILABLE until `bind` hands it the loaded engine."""
 
-    def __init__(self, stream_interval: float = 0.0) -> None:
-        self.stream_interval = stream_interval  # seconds; see InferenceSettings.stream_interval_ms
+    def __init__(
+        self, stream_interval: float = 0.0, stream_pacing: float = 0.0, burst_hold: float = 0.0
+    ) -> None:
+        # Seconds; see InferenceSettings.stream_interval_ms, stream_pacing_us and stream_burst_hold_ms.
+        self.stream_interval = stream_interval
+        self.stream_pacing = stream_pacing
+        self.burst_hold = burst_hold
+        self.open_streams = 0
+        self._opened: deque[float] = deque(maxlen=BURST_CALLS)  # when the last calls opened
+        self._burst_until = 0.0
         self._engine: EngineHandle | None = None
         self._info: inference_pb2.ModelInfoResponse | None = None
         self._unbound_reason = "the model is still loading"
@@ -104,13 +120,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         finished = False
         loop = asyncio.get_running_loop()
         sent_at: float | None = None
+        self._opening(loop.time())
         try:
             while not finished:
-                events = [await queue.get()]
-                if sent_at is not None and events[-1].finish is None:
-                    wait = sent_at + self.stream_interval - loop.time()
-                    if wait > 0:
+                if sent_at is not None:
+                    # Sleep first, then take what arrived: one wake-up a message, not two.
+                    now = loop.time()
+                    wait = sent_at + self.least_interval(now) - now
+                    if wait > MIN_WAIT:
                         await asyncio.sleep(wait)
+                events = [await queue.get()]
                 while not queue.empty() and events[-1].finish is None:
                     events.append(queue.get_nowait())
                 if events[-1].error is not None:
@@ -118,10 +137,33 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     raise failure(events[-1])
                 finished = events[-1].finish is not None
                 yield merge(events, seq.params.logprobs)
-                sent_at = loop.time() if self.stream_interval > 0 else None
+                sent_at = loop.time()
         finally:
+            self.open_streams -= 1
             if not finished:  # the client went away (or the server drains): free its blocks now
                 engine.abort(seq.request_id)
+
+    def _opening(self, now: float) -> None:
+        """Count a new stream; a burst of them makes the open ones hold their messages a while."""
+        self.open_streams += 1
+        self._opened.append(now)
+        if len(self._opened) == BURST_CALLS and now - self._opened[0] < BURST_WINDOW:
+            self._burst_until = now + BURST_WINDOW
+
+    def least_interval(self, now: float) -> float:
+        """Seconds a stream's next message waits after its last one.
+
+        The fixed interval, or the pacing times the streams open now if that is longer: every
+        message costs this process tens of microseconds of Python, so the more streams share it,
+        the fewer messages each gets. During a burst of new calls (and `BURST_WINDOW` after it),
+        `burst_hold` if that is longer still: grpc aio accepts calls one at a time, each after a
+        few turns of the event loop, so the open streams' messages would delay the new calls'
+        first tokens, which count more to the people waiting for them.
+        """
+        interval = max(self.stream_interval, self.stream_pacing * self.open_streams)
+        if now < self._burst_until:
+            return max(interval, self.burst_hold)
+        return interval
 
     async def ModelInfo(
         self, request: inference_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext

@@ -37,7 +37,11 @@ class InferenceService:
         self.host = ServiceHost("inference", settings)
         self.engine: Engine | EngineClient | None = None
         self.core_restarts = 0
-        self.servicer = InferenceServicer(stream_interval=settings.stream_interval_ms / 1000)
+        self.servicer = InferenceServicer(
+            stream_interval=settings.stream_interval_ms / 1000,
+            stream_pacing=settings.stream_pacing_us / 1e6,
+            burst_hold=settings.stream_burst_hold_ms / 1000,
+        )
         self.host.add_service(
             "clawdbot.v1.Inference",
             lambda server: inference_pb2_grpc.add_InferenceServicer_to_server(self.servicer, server),

@@ -34,6 +34,16 @@ class InferenceSettings(ServiceSettings):
     # in the next one. 0 sends each step's token at once; a few ms cuts the server's per-message work
     # under heavy load (docs/perf.md), the first token is never held back.
     stream_interval_ms: float = 0.0
+    # ... and under load: the least time between two messages of a stream grows by this much for
+    # every Generate stream open in this process (160 us x 256 streams = 41 ms; below 7 streams
+    # nothing is held back). Every message costs this process tens of microseconds of Python; without
+    # pacing, 256 streams kept its event loop busy, new calls waited up to a second for it, and one
+    # client process could not read them all (docs/perf.md). 0 turns it off.
+    stream_pacing_us: float = 160.0
+    # ... and during a burst of new calls (16 within 50 ms, a rate no engine sustains): the streams
+    # already open hold their messages this long, so the event loop accepts the new calls (one at
+    # a time, a few turns of the loop each) and their first tokens go out sooner. 0 turns it off.
+    stream_burst_hold_ms: float = 200.0
     # Run the engine (model, KV cache, step loop) in its own process, so the gRPC server's Python and
     # the step loop do not share one GIL (docs/inference.md). false: one process, as in the tests of
     # engine internals.

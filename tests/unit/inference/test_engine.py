@@ -447,3 +447,31 @@ def test_gauges_show_an_idle_engine_once_the_last_request_ended(mistral_folder: 
             engine.stop()
 
     assert asyncio.run(run())
+
+
+def test_latency_histograms_count_each_request_once_and_forget_it_when_it_ends(mistral_folder: Path) -> None:
+    """One TTFT and one end-to-end observation per request, an inter-token gap for every later
+    token, and no latency state left behind. A request's last token was once counted after it had
+    finished: a second TTFT (its whole duration) for every request, one dict entry kept per request
+    for the life of the process, and a reused id's first token taken for a gap."""
+
+    def count(name: str) -> float:
+        return REGISTRY.get_sample_value(f"clawdbot_inference_{name}_count") or 0.0
+
+    names = ("time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_latency_seconds")
+    lengths = [1, 2, 7, 24]
+    engine = make_engine(mistral_folder)
+    before = {name: count(name) for name in names}
+    for _ in range(2):  # the same ids twice
+        requests = [
+            (prompt, SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True))
+            for prompt, n in zip(prompts(len(lengths)), lengths, strict=True)
+        ]
+        assert [len(tokens) for tokens, _ in drive(engine, requests)] == lengths
+    got = {name: count(name) - before[name] for name in names}
+    assert got == {
+        "time_to_first_token_seconds": 2 * len(lengths),
+        "inter_token_latency_seconds": 2 * sum(n - 1 for n in lengths),
+        "e2e_latency_seconds": 2 * len(lengths),
+    }
+    assert not engine.metrics._previous_token

@@ -160,3 +160,37 @@ def test_engine_with_graphs_generates_the_eager_tokens(
     graphed = generate(graphed_engine(tmp_path, graphs=True))
     assert replays, "no step went through the prompt graphs"
     assert graphed == eager
+
+
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_launching_a_step_never_waits_for_the_device(tmp_path: Path, graphs: bool) -> None:
+    """The engine launches step N+1 while step N runs; that overlap holds only if a launch never
+    waits for the device. A copy from pageable memory, an `.item()` or a boolean-mask index would
+    (the prompt steps' row indices and every sampled batch's parameters once did): CUDA's sync
+    debug mode turns any of them into an error here. Sampling of every kind, penalties, min_tokens
+    and logprobs included, in a prompt step and in the decode step that follows it."""
+    tiny_model("qwen2", tmp_path, seed=13)
+    engine = graphed_engine(tmp_path, graphs=graphs)
+    draw = torch.Generator().manual_seed(3)
+    kinds = [
+        SamplingParams(temperature=0.0, max_tokens=8),
+        SamplingParams(temperature=0.8, top_k=20, top_p=0.9, min_p=0.01, seed=5, max_tokens=8),
+        SamplingParams(temperature=0.7, repetition_penalty=1.2, presence_penalty=0.5, max_tokens=8),
+        SamplingParams(temperature=0.0, min_tokens=4, stop_token_ids=(7,), logprobs=True, top_logprobs=2),
+    ]
+    for i, params in enumerate(kinds):
+        prompt = torch.randint(3, 500, (10 + 30 * i,), generator=draw).tolist()  # 220 tokens: one step
+        engine.scheduler.add(Sequence(f"s{i}", prompt, params))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        prompts = engine._launch()  # every prompt in one step
+        decodes = engine._launch()  # their next tokens, read from the step still in flight
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert prompts is not None and decodes is not None
+    assert len(prompts.batch) == len(decodes.batch) == len(kinds)
+    assert max(decodes.batch.num_new) == 1
+    for step in (prompts, decodes):
+        tokens = [out.token for out in step.launched.outputs()]
+        assert len(tokens) == len(kinds) and all(0 <= t < engine.config.vocab_size for t in tokens)

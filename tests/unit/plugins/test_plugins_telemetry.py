@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from clawdbot.services.plugins.loader import load_plugin_set
 from clawdbot.services.plugins.pipeline import preprocess
-from clawdbot.shared.telemetry import setup_tracing
+from clawdbot.shared.telemetry import export_spans, setup_tracing
 
 from .conftest import user_turn
 
@@ -25,7 +25,8 @@ def calls(plugin: str, kind: str, status: str) -> float:
 @pytest.mark.usefixtures("fixture_plugins")
 async def test_plugin_calls_are_spans_and_metrics(tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
-    setup_tracing("plugins-test").add_span_processor(SimpleSpanProcessor(exporter))
+    setup_tracing("plugins-test")
+    export_spans(SimpleSpanProcessor(exporter))
     path = tmp_path / "plugins.yaml"
     path.write_text(
         "plugins:\n"
