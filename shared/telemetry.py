@@ -51,6 +51,17 @@ def setup_tracing(
         resource=Resource.create({"service.name": f"clawdbot-{service_name}"}), sampler=RecordWhenExported()
     )
     _provider = provider
+    try:
+        _export_to(exporter, endpoint, file)
+    except BaseException:
+        _provider = None  # a later call starts over instead of returning a provider that exports nothing
+        raise
+    trace.set_tracer_provider(provider)
+    atexit.register(provider.shutdown)
+    return provider
+
+
+def _export_to(exporter: str, endpoint: str | None, file: Path | None) -> None:
     if exporter == "console":
         export_spans(BatchSpanProcessor(ConsoleSpanExporter(formatter=_span_line)))
     elif exporter == "file" and file is not None:
@@ -61,9 +72,6 @@ def setup_tracing(
 
         span_exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
         export_spans(BatchSpanProcessor(span_exporter))
-    trace.set_tracer_provider(provider)
-    atexit.register(provider.shutdown)
-    return provider
 
 
 def export_spans(processor: SpanProcessor) -> None:

@@ -39,6 +39,7 @@ MIN_WAIT = 0.001  # seconds; a shorter wait between two messages is not worth a 
 # an engine can start; a steady load stays far below it).
 BURST_CALLS = 16
 BURST_WINDOW = 0.05
+DEADLINE_MARGIN = 0.05  # seconds before a call's deadline by which held tokens go out
 
 
 REFUSALS: dict[str, type[ClawdbotError]] = {
@@ -127,6 +128,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     # Sleep first, then take what arrived: one wake-up a message, not two.
                     now = loop.time()
                     wait = sent_at + self.least_interval(now) - now
+                    remaining = context.time_remaining() if wait > MIN_WAIT else None
+                    if remaining is not None:  # what is held still reaches a caller with a deadline
+                        wait = min(wait, remaining - DEADLINE_MARGIN)
                     if wait > MIN_WAIT:
                         await asyncio.sleep(wait)
                 events = [await queue.get()]
@@ -134,6 +138,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     events.append(queue.get_nowait())
                 if events[-1].error is not None:
                     finished = True  # the engine has forgotten it: nothing to abort
+                    if any(event.tokens for event in events[:-1]):
+                        yield merge(events[:-1], seq.params.logprobs)  # the tokens held before it
                     raise failure(events[-1])
                 finished = events[-1].finish is not None
                 yield merge(events, seq.params.logprobs)
