@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
 
 _provider: TracerProvider | None = None
-EXPORTERS = ("none", "console", "file", "otlp")
 
 
 def _span_line(span: ReadableSpan) -> str:
@@ -43,35 +42,35 @@ def setup_tracing(
     global _provider
     if _provider is not None:
         return _provider
-    if exporter not in EXPORTERS:
-        raise ValueError(f"unknown otel exporter {exporter!r}")
-    if exporter == "file" and file is None:
-        raise ValueError("otel_exporter=file needs otel_file")
+    processor = _processor_for(exporter, endpoint, file)
     provider = TracerProvider(
-        resource=Resource.create({"service.name": f"clawdbot-{service_name}"}), sampler=RecordWhenExported()
+        resource=Resource.create({"service.name": f"clawdbot-{service_name}"}),
+        sampler=RecordWhenExported(exporting=processor is not None),
     )
-    _provider = provider
-    try:
-        _export_to(exporter, endpoint, file)
-    except BaseException:
-        _provider = None  # a later call starts over instead of returning a provider that exports nothing
-        raise
+    if processor is not None:
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     atexit.register(provider.shutdown)
+    _provider = provider
     return provider
 
 
-def _export_to(exporter: str, endpoint: str | None, file: Path | None) -> None:
+def _processor_for(exporter: str, endpoint: str | None, file: Path | None) -> SpanProcessor | None:
+    """Where `exporter` sends spans (None for `none`); raises on a bad setting before anything is installed."""
+    if exporter == "none":
+        return None
     if exporter == "console":
-        export_spans(BatchSpanProcessor(ConsoleSpanExporter(formatter=_span_line)))
-    elif exporter == "file" and file is not None:
+        return BatchSpanProcessor(ConsoleSpanExporter(formatter=_span_line))
+    if exporter == "file":
+        if file is None:
+            raise ValueError("otel_exporter=file needs otel_file")
         out: TextIO = Path(file).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives as long as the process)
-        export_spans(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=_span_line)))
-    elif exporter == "otlp":
+        return SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=_span_line))
+    if exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        span_exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
-        export_spans(BatchSpanProcessor(span_exporter))
+        return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter())
+    raise ValueError(f"unknown otel exporter {exporter!r}")
 
 
 def export_spans(processor: SpanProcessor) -> None:

@@ -38,6 +38,17 @@ def bucket_sizes(max_batch: int, candidates: tuple[int, ...] = DEFAULT_BUCKETS) 
     return [*sizes, max_batch]
 
 
+def group_buffers(
+    widths: list[int], tokens: int, seqs: int, device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """A graph's static slot mappings [tokens], block tables [seqs, width] and first blocks [seqs],
+    one of each per KV group, filled with what a padding row needs (-1 writes and reads nothing)."""
+    slots = [torch.full((tokens,), -1, dtype=torch.long, device=device) for _ in widths]
+    tables = [torch.full((seqs, w), -1, dtype=torch.long, device=device) for w in widths]
+    firsts = [torch.zeros(seqs, dtype=torch.long, device=device) for _ in widths]
+    return slots, tables, firsts
+
+
 def static_groups(
     windows: list[int],
     slots: list[torch.Tensor],
@@ -102,9 +113,7 @@ class DecodeGraphs:
         self.query_slot = torch.arange(size, dtype=torch.long, device=device)
         self.context_lens = torch.zeros(size, dtype=torch.long, device=device)
         self.rows = torch.arange(size, dtype=torch.long, device=device)
-        self.slots = [torch.full((size,), -1, dtype=torch.long, device=device) for _ in self.widths]
-        self.tables = [torch.full((size, w), -1, dtype=torch.long, device=device) for w in self.widths]
-        self.firsts = [torch.zeros(size, dtype=torch.long, device=device) for _ in self.widths]
+        self.slots, self.tables, self.firsts = group_buffers(self.widths, size, size, device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
 

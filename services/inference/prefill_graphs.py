@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from torch.cuda import _POOL_HANDLE
 
 from clawdbot.services.inference.attention import AttentionMetadata
-from clawdbot.services.inference.cuda_graphs import capture_buckets, static_groups
+from clawdbot.services.inference.cuda_graphs import capture_buckets, group_buffers, static_groups
 from clawdbot.services.inference.kernels.paged_attention import prefill_tiles, tile_capacity
 
 log = logging.getLogger("clawdbot.inference.graphs")
@@ -79,9 +79,7 @@ class PrefillGraphs:
         self.query_slot = torch.zeros(tokens, dtype=torch.long, device=device)  # unused by the kernels
         self.context_lens = torch.zeros(max_seqs, dtype=torch.long, device=device)
         self.query_lens = torch.zeros(max_seqs, dtype=torch.long, device=device)
-        self.slots = [torch.full((tokens,), -1, dtype=torch.long, device=device) for _ in self.widths]
-        self.tables = [torch.full((max_seqs, w), -1, dtype=torch.long, device=device) for w in self.widths]
-        self.firsts = [torch.zeros(max_seqs, dtype=torch.long, device=device) for _ in self.widths]
+        self.slots, self.tables, self.firsts = group_buffers(self.widths, tokens, max_seqs, device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
 

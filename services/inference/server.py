@@ -124,15 +124,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._opening(loop.time())
         try:
             while not finished:
-                if sent_at is not None:
-                    # Sleep first, then take what arrived: one wake-up a message, not two.
-                    now = loop.time()
-                    wait = sent_at + self.least_interval(now) - now
-                    remaining = context.time_remaining() if wait > MIN_WAIT else None
-                    if remaining is not None:  # what is held still reaches a caller with a deadline
-                        wait = min(wait, remaining - DEADLINE_MARGIN)
-                    if wait > MIN_WAIT:
-                        await asyncio.sleep(wait)
+                # Sleep first, then take what arrived: one wake-up a message, not two.
+                wait = 0.0 if sent_at is None else self._hold(sent_at, loop.time(), context)
+                if wait > MIN_WAIT:
+                    await asyncio.sleep(wait)
                 events = [await queue.get()]
                 while not queue.empty() and events[-1].finish is None:
                     events.append(queue.get_nowait())
@@ -155,6 +150,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._opened.append(now)
         if len(self._opened) == BURST_CALLS and now - self._opened[0] < BURST_WINDOW:
             self._burst_until = now + BURST_WINDOW
+
+    def _hold(self, sent_at: float, now: float, context: grpc.aio.ServicerContext) -> float:
+        """Seconds to wait before taking a stream's next tokens; what is held still reaches a caller
+        with a deadline (`DEADLINE_MARGIN` before it)."""
+        wait = sent_at + self.least_interval(now) - now
+        if wait <= MIN_WAIT:
+            return 0.0
+        remaining = context.time_remaining()
+        return wait if remaining is None else min(wait, remaining - DEADLINE_MARGIN)
 
     def least_interval(self, now: float) -> float:
         """Seconds a stream's next message waits after its last one.
