@@ -12,7 +12,9 @@ Prints one JSON object (and writes it to --out):
   stream, and 256 concurrent requests (prompt 128, output 256, ignore_eos) with TTFT p50/p99,
   consumed by asyncio tasks in the same process.
 - core-int4: the same load with the engine in its engine core process (as the service runs it),
-  consumed by asyncio tasks in this process through `EngineClient`.
+  consumed by asyncio tasks in this process through `EngineClient`: three loads read token by
+  token, two read every 20 ms (as the paced gRPC streams do); each with the core's steps, its
+  share of time waiting for the device, its CPU seconds, and the consumer's CPU share.
 - long: one 32k-token generation; KV blocks in use sampled as it grows (flat once the 4,096-token
   window fills).
 - grpc, grpc-in-process: `clawdbot serve inference` (INT4) as a separate process, 256 concurrent
@@ -26,6 +28,8 @@ Prints one JSON object (and writes it to --out):
   hold (every step's token goes out at once, as before this session), with pacing but no burst
   hold, and with a fixed `--stream-interval-ms 20`;
   grpc-pacing-N: the service with `--stream-pacing-us N`.
+- core-steps1, grpc-steps1 (only when named): the core section and the grpc section with one
+  decode step a launch (`decode_steps` 1, the engine before chained decode steps).
 """
 
 from __future__ import annotations
@@ -65,27 +69,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def drain(queue: asyncio.Queue[StepEvent], start: float) -> tuple[list[int], list[float]]:
+async def drain(
+    queue: asyncio.Queue[StepEvent], start: float, pace: float = 0.0
+) -> tuple[list[int], list[float]]:
+    """A request's tokens and when each arrived. With `pace` (seconds) the consumer sleeps that long
+    after each read and then takes everything queued meanwhile, as the gRPC servicer's pacing does:
+    one wake-up for many steps instead of one a step (a consumer cost that otherwise rivals the
+    engine's own per step at 256 streams)."""
     tokens: list[int] = []
     times: list[float] = []
     while True:
-        event = await queue.get()
+        events = [await queue.get()]
+        while not queue.empty():
+            events.append(queue.get_nowait())
         now = time.perf_counter() - start
-        tokens += [t.token for t in event.tokens]
-        times += [now] * len(event.tokens)
-        if event.finish is not None or event.error is not None:
-            return tokens, times
+        for event in events:
+            tokens += [t.token for t in event.tokens]
+            times += [now] * len(event.tokens)
+            if event.finish is not None or event.error is not None:
+                return tokens, times
+        if pace:
+            await asyncio.sleep(pace)
 
 
-async def load_test(engine: EngineHandle, prompts: list[list[int]], gen: int, tag: str) -> dict[str, Any]:
+async def load_test(
+    engine: EngineHandle, prompts: list[list[int]], gen: int, tag: str, pace: float = 0.0
+) -> dict[str, Any]:
     params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+    cpu = time.process_time()
     start = time.perf_counter()
     queues = [engine.submit(Sequence(f"{tag}-{i}", list(p), params)) for i, p in enumerate(prompts)]
-    results = await asyncio.gather(*(drain(q, start) for q in queues))
+    results = await asyncio.gather(*(drain(q, start, pace) for q in queues))
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     tokens = sum(len(t) for t, _ in results)
     ttft = [times[0] for _, times in results if times]
     gaps = [b - a for _, times in results for a, b in itertools.pairwise(times) if b > a]
+    spans = [(times[-1] - times[0]) / (len(times) - 1) for _, times in results if len(times) > 1]
     return {
         "requests": len(prompts),
         "seconds": round(elapsed, 3),
@@ -94,6 +114,12 @@ async def load_test(engine: EngineHandle, prompts: list[list[int]], gen: int, ta
         "ttft_ms_p50": round(percentile(ttft, 50) * 1e3, 2),
         "ttft_ms_p99": round(percentile(ttft, 99) * 1e3, 2),
         "decode_step_ms_mean": round(statistics.mean(gaps) * 1e3, 3) if gaps else None,
+        # First token to last over the tokens between: with chained decode steps, tokens arrive a
+        # chain at a time and the gaps above are a chain's, not a token's.
+        "decode_ms_per_token": round(statistics.mean(spans) * 1e3, 3) if spans else None,
+        # With the engine in another process: near 1, this consumer, not the engine, set the pace
+        # (it reads and wakes 256 streams). In-process it also counts the engine thread.
+        "consumer_cpu_share": round(cpu / elapsed, 2),
     }
 
 
@@ -278,22 +304,73 @@ async def ours(folder: Path, quant: str) -> dict[str, Any]:
         engine.stop()
 
 
-async def ours_core(folder: Path, quant: str) -> dict[str, Any]:
-    """The load of `ours` with the engine in its core process, as `clawdbot serve inference` runs it."""
-    prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
-    settings = InferenceSettings(
+CORE_COUNTERS = {
+    "clawdbot_inference_step_seconds_count": "steps",
+    "clawdbot_inference_device_wait_seconds_total": "device_wait_s",
+    "clawdbot_inference_generation_tokens_total": "tokens",
+}
+
+
+async def core_counters(client: EngineClient) -> dict[str, float]:
+    """The core's step count, device wait and tokens so far (from its Prometheus exposition)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = await client.metrics_text(timeout=10.0)
+    return {
+        CORE_COUNTERS[sample.name]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in CORE_COUNTERS
+    }
+
+
+async def core_load(client: EngineClient, seed: int, quant: str, pace: float) -> dict[str, Any]:
+    """One 256-request load on fresh prompts (no prefix-cache hits), with what the core did meanwhile:
+    its steps, the share of its wall time spent waiting for the device (near 1: the GPU sets the
+    pace; near 0: the host does) and its CPU seconds."""
+    prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=seed)
+    before, cpu_before = await core_counters(client), process_cpu_seconds(client.process.pid)["server"]
+    result = await load_test(client, prompts, OUTPUT, f"b{seed}-{quant}", pace)
+    after, cpu_after = await core_counters(client), process_cpu_seconds(client.process.pid)["server"]
+    steps = after["steps"] - before["steps"]
+    result["consumer_pace_ms"] = pace * 1e3
+    result["core_steps"] = int(steps)
+    result["core_device_wait_share"] = round(
+        (after["device_wait_s"] - before["device_wait_s"]) / result["seconds"], 3
+    )
+    result["core_cpu_s"] = round(cpu_after - cpu_before, 3)
+    return result
+
+
+def core_settings(folder: Path, quant: str, **overrides: Any) -> InferenceSettings:
+    """The service's settings for the 256-request load on the GPU."""
+    return InferenceSettings(
         model=folder,
         quantization=quant,
         device="cuda",
         max_num_seqs=CONCURRENT,
         max_num_batched_tokens=8192,
         max_waiting=1024,
+        **overrides,
     )
-    client = await EngineClient.spawn(settings)  # returns once the core has loaded and warmed up
+
+
+async def ours_core(folder: Path, quant: str, **overrides: Any) -> dict[str, Any]:
+    """The load of `ours` with the engine in its core process, as `clawdbot serve inference` runs it:
+    three loads read token by token, then two read as the paced gRPC streams do (every 20 ms)."""
+    prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
+    client = await EngineClient.spawn(core_settings(folder, quant, **overrides))  # loaded and warmed up
     try:
         single = await load_test(client, prompts[:1], OUTPUT, f"s-{quant}")
-        loaded = await load_test(client, prompts, OUTPUT, f"b-{quant}")
-        return {"single_stream": single, "concurrent_256": loaded, "engine_pid": client.process.pid}
+        loads = [await core_load(client, seed, quant, 0.0) for seed in (1, 2, 3)]
+        paced = [await core_load(client, seed, quant, 0.02) for seed in (4, 5)]
+        return {
+            "single_stream": single,
+            "concurrent_256": loads[0],
+            "concurrent_256_repeats": loads[1:],
+            "concurrent_256_paced_consumer": paced,
+            "engine_pid": client.process.pid,
+        }
     finally:
         await client.stop()
 
@@ -597,6 +674,7 @@ def main() -> None:
             "ours-int4": lambda: asyncio.run(ours(folder, "int4")),
             "ours-bf16": lambda: asyncio.run(ours(folder, "none")),
             "core-int4": lambda: asyncio.run(ours_core(folder, "int4")),
+            "core-int4-steps1": lambda: asyncio.run(ours_core(folder, "int4", decode_steps=1)),
             "grpc": lambda: grpc_numbers(folder, logs_folder(), name),
             "grpc-in-process": lambda: grpc_numbers(folder, logs_folder(), name, ("--in-process",)),
             "grpc-unpaced": lambda: grpc_numbers(folder, logs_folder(), name, UNPACED),
@@ -604,6 +682,7 @@ def main() -> None:
                 folder, logs_folder(), name, ("--stream-burst-hold-ms", "0")
             ),
             "grpc20": lambda: grpc_numbers(folder, logs_folder(), name, ("--stream-interval-ms", "20")),
+            "grpc-steps1": lambda: grpc_numbers(folder, logs_folder(), name, ("--decode-steps", "1")),
             "long": lambda: asyncio.run(long_generation(folder)),
         }
         if name.startswith("grpc-pacing-"):  # a pacing other than the default, e.g. grpc-pacing-160
@@ -653,12 +732,14 @@ def main() -> None:
             "ours-int4": "ours",
             "ours-bf16": "ours",
             "core-int4": "core",
+            "core-int4-steps1": "core-steps1",
             "transformers": "hf",
             "grpc": "grpc",
             "grpc-in-process": "grpc-in-process",
             "grpc-unpaced": "grpc-unpaced",
             "grpc-no-hold": "grpc-no-hold",
             "grpc20": "grpc20",
+            "grpc-steps1": "grpc-steps1",
             "long": "long",
         }
         groups.update({name: name for name in sorted(sections) if name.startswith("grpc-pacing-")})

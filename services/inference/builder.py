@@ -74,6 +74,7 @@ def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.Mod
             max_num_batched_tokens=settings.max_num_batched_tokens,
             max_waiting=settings.max_waiting,
             prefix_caching=settings.prefix_caching,
+            decode_steps=settings.decode_steps,
         ),
         device,
         dtype,

@@ -33,6 +33,12 @@ from clawdbot.shared.options import common_server_options
 @click.option("--max-num-seqs", type=int, default=None)
 @click.option("--max-num-batched-tokens", type=int, default=None)
 @click.option("--max-waiting", type=int, default=None)
+@click.option(
+    "--decode-steps",
+    type=int,
+    default=None,
+    help="Decode steps one launch may chain on the device (host work paid once) [default: 4; 1: off].",
+)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads on the CPU.")
 @click.option(
     "--gpu-memory-utilization",

@@ -46,6 +46,8 @@ class EngineConfig:
     max_waiting: int = 256
     prefix_caching: bool = True
     pipelined: bool = True  # launch step N+1 before reading step N's tokens (see Engine.step)
+    decode_steps: int = 1  # decode steps one launch may chain (Scheduler._chain)
+    chain_quiet_s: float = 0.02  # ... once no request has arrived for this long
 
 
 @dataclass
@@ -97,6 +99,8 @@ class Engine:
                 max_num_batched_tokens=engine_config.max_num_batched_tokens,
                 max_waiting=engine_config.max_waiting,
                 context_length=config.context_length,
+                decode_steps=engine_config.decode_steps,
+                chain_quiet_s=engine_config.chain_quiet_s,
             ),
             self.blocks,
             config.eos_token_ids,
@@ -266,6 +270,19 @@ class Engine:
         ):
             self._in_flight = self._launch()
         self._flush()
+        waited = time.perf_counter()
+        current.launched.wait()
+        self.metrics.device_wait(time.perf_counter() - waited)
+        if current.batch.steps > 1:
+            self._resolve_chained(current)
+        else:
+            self._resolve(current)
+        if self._in_flight is not None:
+            self._flush()  # the device is busy with the next step: hand this one's tokens over now
+        return len(current.batch)
+
+    def _resolve(self, current: _InFlight) -> None:
+        """Read one step's tokens into its sequences and queue their events."""
         outputs = current.launched.outputs()
         with self._cv:
             self._apply_aborts()
@@ -279,11 +296,31 @@ class Engine:
                     self._finish_event(seq, [] if seq.stop_token_id is not None else [out])
                 else:
                     self._emit(seq, StepEvent(tokens=[out]))
-            self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
-            self.steps += 1
-        if self._in_flight is not None:
-            self._flush()  # the device is busy with the next step: hand this one's tokens over now
-        return len(current.batch)
+            self._count_step(current, now)
+
+    def _resolve_chained(self, current: _InFlight) -> None:
+        """`_resolve` for a chained step: one event per sequence with all its tokens (a stop token
+        not among them). Work per sequence, not per token, but the tokens' own objects."""
+        tokens = current.launched.token_ids()
+        with self._cv:
+            self._apply_aborts()
+            pending = current.pending
+            got = self.scheduler.resolve_chained(current.batch, pending, tokens)
+            now = time.monotonic()
+            self.metrics.tokens([pending[row][0] for row, _ in got], now, [n for _, n in got])
+            rows = len(pending)
+            for row, n in got:
+                seq = pending[row][0]
+                mine = [TokenOutput(token) for token in tokens[row::rows][:n]]
+                if seq.is_finished:
+                    self._finish_event(seq, mine[:-1] if seq.stop_token_id is not None else mine)
+                else:
+                    self._emit(seq, StepEvent(tokens=mine))
+            self._count_step(current, now)
+
+    def _count_step(self, current: _InFlight, now: float) -> None:
+        self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
+        self.steps += 1
 
     def _launch(self) -> _InFlight | None:
         """Schedule a step, queue it on the device and count its tokens as computed."""

@@ -35,6 +35,11 @@ STEP_TOKENS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 STEP_SECONDS = Histogram("clawdbot_inference_step_seconds", "Duration of one engine step", buckets=_LATENCY)
+# Its rate is the share of the engine thread's time spent waiting for the device: near 1 the device
+# bounds the step rate, near 0 the host (scheduling, inputs, events) does and a faster CPU would help.
+DEVICE_WAIT = PromCounter(
+    "clawdbot_inference_device_wait_seconds", "Time the engine thread waited for the device to finish a step"
+)
 
 
 def observe_many(histogram: Histogram, value: float, count: int) -> None:
@@ -74,24 +79,32 @@ class EngineMetrics:
         STEP_TOKENS.observe(tokens)
         STEP_SECONDS.observe(seconds)
 
-    def tokens(self, seqs: list[Sequence], now: float) -> None:
-        """One new token for each of `seqs` at `now`.
+    def device_wait(self, seconds: float) -> None:
+        DEVICE_WAIT.inc(seconds)
+
+    def tokens(self, seqs: list[Sequence], now: float, counts: list[int] | None = None) -> None:
+        """One new token for each of `seqs` at `now` (or `counts[i]` of them: a chained step's).
 
         Sequences that also got a token last step share its timestamp, so their inter-token
         latencies are one value: it is observed once with a count, keeping the cost per step, not
-        per token (256 `observe` calls a step were half a millisecond of the engine thread).
+        per token (256 `observe` calls a step were half a millisecond of the engine thread). The n
+        tokens of a chained step count as n gaps of (time since the last token) / n each: the
+        rate the device made them at, not the moment the host read them.
         """
         if not seqs:
             return
-        GENERATION_TOKENS.inc(len(seqs))
+        GENERATION_TOKENS.inc(len(seqs) if counts is None else sum(counts))
         previous = self._previous_token
         gaps: Counter[float] = Counter()
-        for seq in seqs:
+        for i, seq in enumerate(seqs):
+            n = 1 if counts is None else counts[i]
             last = previous.get(seq.request_id)
             if last is None:
                 TTFT.observe(now - seq.arrival_time)
+                if n > 1:
+                    gaps[0.0] += n - 1
             else:
-                gaps[now - last] += 1
+                gaps[(now - last) / n] += n
             previous[seq.request_id] = now
         for gap, count in gaps.items():
             observe_many(ITL, gap, count)

@@ -8,6 +8,7 @@ belong here (a later issue): `forward_step` is the pure function they would capt
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from array import array
 from collections.abc import Iterable
@@ -287,12 +288,14 @@ class ModelRunner:
         input_ids, meta, rope_lens = self.prepare(batch, blocks)
         sampling = batch.sampling_rows()
         graphs, prefill = self.decode_graphs, self.prefill_graphs
-        if (
+        replay = (
             graphs is not None
             and rope_lens is None
             and len(sampling) == len(batch)
             and graphs.fits(meta, len(batch))
-        ):
+        )
+        if replay:
+            assert graphs is not None
             logits = graphs.run(input_ids, meta)  # pure decode: one replay instead of ~15 launches a layer
         else:
             hidden = None
@@ -311,10 +314,14 @@ class ModelRunner:
             else:
                 logits = self.model.compute_logits(hidden[rows])
         seqs = [batch.seqs[b] for b in sampling]
-        out = sample(logits, self.sampling_tensors(seqs, eos))
-        self._in_flight_tokens = out.tokens
+        params = self.sampling_tensors(seqs, eos)
+        out = sample(logits, params)
+        tokens = out.tokens
+        if batch.steps > 1:
+            tokens = self._chain(tokens, meta, rope_lens is not None, params, batch.steps, replay)
+        self._in_flight_tokens = tokens
         step = LaunchedStep(sampling, seqs)
-        step.tokens = self._to_host(out.tokens)
+        step.tokens = self._to_host(tokens)
         step.logprobs = self._to_host(out.logprobs)
         step.top_ids = self._to_host(out.top_ids)
         step.top_logprobs = self._to_host(out.top_logprobs)
@@ -322,6 +329,55 @@ class ModelRunner:
             step.ready = torch.cuda.Event()
             step.ready.record()
         return step
+
+    def _chain(
+        self,
+        first: torch.Tensor,
+        meta: AttentionMetadata,
+        dynamic_rope: bool,
+        params: SamplingTensors,
+        steps: int,
+        replay: bool,
+    ) -> torch.Tensor:
+        """The samples of `steps` decode steps queued back to back, step-major [steps * B]: each
+        step's input is the step before's samples, its positions one further, all on the device.
+
+        The host's per-step work (schedule, inputs, reading and handing out tokens) is then paid
+        once for all of them; at 256 sequences that work, not the GPU, set the step rate on the
+        lent hosts (docs/perf.md). Seeded draws stay those of one step at a time: step k of a row
+        uses its noise counter + k.
+        """
+        samples = [first]
+        rows = self._rows(len(first))
+        for k in range(1, steps):
+            shifted = self._shifted(meta, k)
+            if replay:
+                assert self.decode_graphs is not None
+                logits = self.decode_graphs.run(samples[-1], shifted)
+            else:
+                rope = shifted.context_lens if dynamic_rope else None
+                logits = self.forward_step(samples[-1], shifted, rope, rows)
+            later = params if params.all_greedy else dataclasses.replace(params, steps=params.steps + k)
+            samples.append(sample(logits, later).tokens)
+        return torch.cat(samples)
+
+    def _shifted(self, meta: AttentionMetadata, k: int) -> AttentionMetadata:
+        """A pure decode step's metadata `k` tokens later: the same block tables (they hold the
+        blocks of all the chained steps), positions and lengths + k, cache slots from the tables."""
+        bs = self.block_size
+        positions = meta.positions + k
+        groups = []
+        for group in meta.groups:
+            index = (positions // bs - group.first_block)[:, None]
+            slots = group.block_tables.gather(1, index).squeeze(1) * bs + positions % bs
+            groups.append(dataclasses.replace(group, slot_mapping=slots))
+        return AttentionMetadata(
+            positions=positions,
+            query_slot=meta.query_slot,
+            context_lens=meta.context_lens + k,
+            max_q=1,
+            groups=groups,
+        )
 
     def _add_tiles(self, meta: AttentionMetadata, tokens: int) -> None:
         """The prefill kernel's tile table for an eager prompt step, once for all layers (a graph
@@ -348,12 +404,23 @@ class LaunchedStep:
     top_logprobs: torch.Tensor | None = None
     ready: torch.cuda.Event | None = None
 
+    def wait(self) -> None:
+        """Until the device has finished the step and its samples are on the host."""
+        if self.ready is not None:
+            self.ready.synchronize()
+
+    def token_ids(self) -> list[int]:
+        """Wait for the device, then the sampled ids alone (a chained step's, step-major)."""
+        if self.tokens is None:
+            return []
+        self.wait()
+        return self.tokens.tolist()
+
     def outputs(self) -> list[TokenOutput]:
         """Wait for the device, then one `TokenOutput` per sampling row (in `sampling` order)."""
         if self.tokens is None:
             return []
-        if self.ready is not None:
-            self.ready.synchronize()
+        self.wait()
         tokens = self.tokens.tolist()
         if self.logprobs is None:
             return [TokenOutput(token) for token in tokens]

@@ -19,21 +19,33 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 512
     max_waiting: int = 256
     context_length: int = 4096
+    # Decode steps one launch may chain on the device (each feeding the next its sampled tokens) when
+    # the batch is all decodes that need nothing from the host between tokens; 1 turns it off.
+    decode_steps: int = 1
+    # ... but only once no request has arrived for this long: while requests keep coming (a burst of
+    # calls reaches the engine over ~100 ms), each is admitted at the next step, not after a chain.
+    chain_quiet_s: float = 0.02
 
 
 @dataclass
 class Batch:
-    """One step's work: each sequence with how many of its uncomputed tokens run now."""
+    """One step's work: each sequence with how many of its uncomputed tokens run now.
+
+    `steps` > 1 (a pure decode batch only): the device runs that many decode steps back to back,
+    each on the tokens the one before sampled, so each sequence gets `steps` tokens from one
+    schedule, one input upload and one read of the results.
+    """
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new: list[int] = field(default_factory=list)
+    steps: int = 1
 
     def __len__(self) -> int:
         return len(self.seqs)
 
     @property
     def num_tokens(self) -> int:
-        return sum(self.num_new)
+        return sum(self.num_new) * self.steps
 
     def sampling_rows(self) -> list[int]:
         """The rows whose sequence reaches its last token this step (so a token is sampled)."""
@@ -58,6 +70,7 @@ class Scheduler:
         self.waiting: list[Sequence] = []  # sorted by (priority desc, arrival)
         self.running: list[Sequence] = []
         self.preemptions = 0
+        self.last_arrival = float("-inf")  # time.monotonic() of the last `add`
 
     # -- queues --------------------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -66,6 +79,7 @@ class Scheduler:
                 f"the waiting queue is full ({self.config.max_waiting} requests); retry later"
             )
         self._enqueue(seq)
+        self.last_arrival = time.monotonic()
 
     def _enqueue(self, seq: Sequence) -> None:
         seq.status = Status.WAITING
@@ -164,24 +178,58 @@ class Scheduler:
             batch.seqs.append(seq)
             batch.num_new.append(n)
             budget -= n
+        if self.config.decode_steps > 1 and batch.seqs and not preempted:
+            batch.steps = self._chain(batch)
         return batch
+
+    def _chain(self, batch: Batch) -> int:
+        """How many decode steps this batch can run in one launch (1: just this one).
+
+        Only a batch of decodes alone (no prompt waits to join it) whose sequences need nothing from
+        the host between tokens: no penalties (their state is built from the tokens), no logprobs,
+        no min_tokens still suppressing stop tokens. No sequence may pass its max_tokens or the
+        context; one that stops on a stop token earlier has the tokens after it dropped. Every
+        sequence gets the blocks for all of them, or the batch runs one step.
+        """
+        steps = self.config.decode_steps
+        if self.waiting and len(self.running) < self.config.max_num_seqs:
+            return 1  # a prompt could join at the next schedule: do not make it wait several steps
+        if time.monotonic() - self.last_arrival < self.config.chain_quiet_s:
+            return 1  # requests are arriving: the next one joins sooner one step at a time
+        context = self.config.context_length
+        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
+            params = seq.params
+            if n != 1 or params.needs_penalties or params.logprobs or seq.num_output < params.min_tokens:
+                return 1
+            left = min(seq.num_prompt + params.max_tokens, context) - len(seq.token_ids)
+            if left < steps:
+                steps = left
+                if steps <= 1:
+                    return 1
+        for seq in batch.seqs:
+            if not self.blocks.reserve(seq, steps):
+                return 1  # what the others reserved is theirs for the next steps anyway
+        return steps
 
     def advance(self, batch: Batch, sampling: list[int]) -> list[tuple[Sequence, int]]:
         """Right after a launch: count the batch's tokens as computed and give each sampling row a
-        PENDING token, so the next step can be scheduled before this one's tokens are read.
-        Returns (sequence, index of its PENDING token) per sampling row, in row order."""
+        PENDING token (one per chained step), so the next step can be scheduled before this one's
+        tokens are read. Returns (sequence, index of its first PENDING token) per sampling row."""
+        steps = batch.steps
         for seq, n in zip(batch.seqs, batch.num_new, strict=True):
-            seq.num_computed += n
+            seq.num_computed += n + steps - 1
             if n > 1:
                 # A prompt chunk's blocks are hashed before the next schedule can slide them out of
                 # the window; a decode token's block waits for `resolve` (it holds a PENDING token).
                 self.blocks.commit(seq)
         pending = []
+        last = (steps - 1) * len(sampling)  # the samples are step-major: the last step's come last
+        placeholders = [PENDING] * steps
         for row, b in enumerate(sampling):
             seq = batch.seqs[b]
-            seq.pending_row = row
+            seq.pending_row = last + row  # the next step's input
             pending.append((seq, len(seq.token_ids)))
-            seq.token_ids.append(PENDING)
+            seq.token_ids += placeholders
         return pending
 
     def resolve(self, batch: Batch, pending: list[tuple[Sequence, int]], tokens: list[int]) -> list[int]:
@@ -205,6 +253,40 @@ class Scheduler:
             if reason is not None:
                 self.finish(seq, reason)
         return advanced
+
+    def resolve_chained(
+        self, batch: Batch, pending: list[tuple[Sequence, int]], tokens: list[int]
+    ) -> list[tuple[int, int]]:
+        """`resolve` for a chained step: `tokens` are its samples step-major ([steps * rows]).
+        Each sequence takes its tokens up to its first stop token (the ones after it were computed
+        for nothing and are dropped); `Scheduler._chain` ruled out passing max_tokens or the
+        context, and a min_tokens still suppressing stops. Returns (row of `pending`, how many
+        tokens its sequence got) for every sequence that got some, finished ones included."""
+        now = time.monotonic()
+        for seq in batch.seqs:
+            if seq.status is not Status.FINISHED and seq.request_id in self.blocks.tables:
+                self.blocks.commit(seq)
+        rows, steps, eos = len(pending), batch.steps, self.eos
+        got: list[tuple[int, int]] = []
+        for row, (seq, index) in enumerate(pending):
+            if seq.status is Status.FINISHED:
+                continue
+            mine = tokens[row::rows]
+            n = steps
+            stop_ids, ignore_eos = seq.params.stop_token_ids, seq.params.ignore_eos
+            if stop_ids or not ignore_eos:
+                for j, token in enumerate(mine):
+                    if token in stop_ids or (not ignore_eos and token in eos):
+                        n = j + 1
+                        break
+            seq.token_ids[index : index + n] = mine[:n]
+            seq.first_token_time = seq.first_token_time or now
+            seq.last_token_time = now
+            got.append((row, n))
+            reason = self._stop_reason(seq, mine[n - 1], index + n)
+            if reason is not None:
+                self.finish(seq, reason)
+        return got
 
     def _stop_reason(self, seq: Sequence, token: int, length: int) -> Finish | None:
         """Why the sequence ends with `token` as its token number `length` (1-based), if it does."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from clawdbot.shared.config import ServiceSettings
 
 
@@ -25,6 +27,10 @@ class InferenceSettings(ServiceSettings):
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
     max_waiting: int = 256
+    # Decode steps one launch chains on the device when the batch is all decodes needing nothing from
+    # the host between tokens (no penalties, logprobs or pending min_tokens) and no prompt waits to
+    # join: the host's per-step Python is paid once for all of them (docs/inference.md). 1: off.
+    decode_steps: int = Field(default=4, ge=1, le=16)
     prefix_caching: bool = True
     gpu_memory_utilization: float = (
         0.9  # CUDA: share of the card for weights + KV cache (KV pool from what is free)

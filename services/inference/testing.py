@@ -111,3 +111,18 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def record_chain_lengths(scheduler: Any) -> list[int]:
+    """Every batch's `steps` (decode steps chained in its launch), appended as the scheduler hands
+    batches out: a test that compares chained with one-step runs checks that chains happened."""
+    seen: list[int] = []
+    schedule = scheduler.schedule
+
+    def recording() -> Any:
+        batch = schedule()
+        seen.append(batch.steps)
+        return batch
+
+    scheduler.schedule = recording
+    return seen

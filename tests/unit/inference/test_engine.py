@@ -17,7 +17,7 @@ from clawdbot.services.inference.engine import Engine, EngineConfig
 from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.model.loader import load_model
 from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
-from clawdbot.services.inference.testing import eventually, reference_greedy, tiny_model
+from clawdbot.services.inference.testing import eventually, record_chain_lengths, reference_greedy, tiny_model
 from clawdbot.shared.errors import ResourceExhausted
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
@@ -281,24 +281,35 @@ def drive(engine: Engine, requests: list[tuple[list[int], SamplingParams]]) -> l
     return [(seq.output_ids, seq.finish) for seq in seqs if seq.finish is not None]
 
 
-request_strategy = st.tuples(
-    st.lists(st.integers(3, 511), min_size=1, max_size=30),
-    st.builds(
-        SamplingParams,
-        temperature=st.sampled_from([0.0, 0.0, 0.9]),
-        top_k=st.sampled_from([0, 20]),
-        seed=st.integers(0, 1000),
-        max_tokens=st.integers(1, 12),
-        repetition_penalty=st.sampled_from([1.0, 1.0, 1.3]),
-        stop_token_ids=st.lists(st.integers(3, 511), max_size=40).map(tuple),
-        min_tokens=st.integers(0, 3),
-        ignore_eos=st.booleans(),
-    ),
-)
+NO_LOGPROBS = st.just(False)
+
+
+def request_strategy(
+    max_tokens: int, min_tokens: st.SearchStrategy[int], logprobs: st.SearchStrategy[bool] = NO_LOGPROBS
+) -> st.SearchStrategy[tuple[list[int], SamplingParams]]:
+    """A prompt and sampling settings: greedy and seeded, some with penalties, stop ids, min_tokens."""
+    return st.tuples(
+        st.lists(st.integers(3, 511), min_size=1, max_size=30),
+        st.builds(
+            SamplingParams,
+            temperature=st.sampled_from([0.0, 0.0, 0.9]),
+            top_k=st.sampled_from([0, 20]),
+            seed=st.integers(0, 1000),
+            max_tokens=st.integers(1, max_tokens),
+            repetition_penalty=st.sampled_from([1.0, 1.0, 1.3]),
+            stop_token_ids=st.lists(st.integers(3, 511), max_size=40).map(tuple),
+            min_tokens=min_tokens,
+            logprobs=logprobs,
+            ignore_eos=st.booleans(),
+        ),
+    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests=st.lists(request_strategy, min_size=1, max_size=8), num_blocks=st.sampled_from([12, 40, 256]))
+@given(
+    requests=st.lists(request_strategy(12, st.integers(0, 3)), min_size=1, max_size=8),
+    num_blocks=st.sampled_from([12, 40, 256]),
+)
 def test_pipelined_steps_give_exactly_the_unpipelined_outputs(
     mistral_folder: Path, requests: list[tuple[list[int], SamplingParams]], num_blocks: int
 ) -> None:
@@ -312,6 +323,86 @@ def test_pipelined_steps_give_exactly_the_unpipelined_outputs(
         engine.scheduler.eos = frozenset({5, 6, 7})
         results.append(drive(engine, requests))
     assert results[0] == results[1]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    requests=st.lists(
+        request_strategy(40, st.sampled_from([0, 0, 5]), st.sampled_from([False, False, False, True])),
+        min_size=1,
+        max_size=8,
+    ),
+    num_blocks=st.sampled_from([12, 40, 256]),
+    decode_steps=st.sampled_from([2, 3, 4, 8]),
+    pipelined=st.booleans(),
+)
+def test_chained_decode_steps_give_exactly_the_one_step_outputs(
+    mistral_folder: Path,
+    requests: list[tuple[list[int], SamplingParams]],
+    num_blocks: int,
+    decode_steps: int,
+    pipelined: bool,
+) -> None:
+    """Several decode steps in one launch change nothing a client can see: seeds, stop tokens in the
+    middle of a chain (the tokens after them dropped), max_tokens, min_tokens, logprobs and
+    penalties (which run one step at a time), preemption in small pools."""
+    one = make_engine(mistral_folder, num_blocks=num_blocks, max_num_batched_tokens=16)
+    one.scheduler.eos = frozenset({5, 6, 7})
+    chained = make_engine(
+        mistral_folder,
+        num_blocks=num_blocks,
+        max_num_batched_tokens=16,
+        pipelined=pipelined,
+        decode_steps=decode_steps,
+        chain_quiet_s=0,
+    )
+    chained.scheduler.eos = frozenset({5, 6, 7})
+    assert drive(chained, requests) == drive(one, requests)
+
+
+def test_a_stop_token_anywhere_in_a_chain_ends_the_request_where_one_step_at_a_time_does(
+    mistral_folder: Path,
+) -> None:
+    """Stop tokens placed at every position of a chain (its first to its last step): the request
+    ends on the same token, the tokens computed after it are dropped, its blocks come back."""
+    prompt = prompts(1, seed=5)[0]
+    free = drive(
+        make_engine(mistral_folder),
+        [(prompt, SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True))],
+    )[0][0]
+    # Each request stops at its first occurrence of the token at output position p: p = 3..14.
+    requests = [
+        (prompt, SamplingParams(temperature=0.0, max_tokens=40, stop_token_ids=(free[p],), ignore_eos=True))
+        for p in range(3, 15)
+    ]
+    expected = drive(make_engine(mistral_folder), requests)
+    positions = {len(tokens) for tokens, finish in expected if finish is Finish.STOP}
+    engine = make_engine(mistral_folder, decode_steps=4, chain_quiet_s=0)
+    steps = record_chain_lengths(engine.scheduler)
+    assert drive(engine, requests) == expected
+    assert max(steps) == 4
+    assert len({p % 4 for p in positions}) == 4, "the stops do not cover every step of a chain"
+
+
+def test_a_decode_batch_chains_its_steps_and_a_waiting_prompt_stops_the_chaining(
+    qwen2_folder: Path,
+) -> None:
+    """The chaining happens (so the test above compares something), across sliding-window blocks
+    (qwen2's window-16 layers free blocks while a chain runs), and not while a prompt waits."""
+    engine = make_engine(qwen2_folder, decode_steps=4, max_num_seqs=4, chain_quiet_s=0)
+    steps = record_chain_lengths(engine.scheduler)
+    params = SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True)
+    requests = [(prompt, params) for prompt in prompts(6, seed=3)]
+    got = drive(engine, requests)
+    assert [len(tokens) for tokens, _ in got] == [30] * 6
+    assert max(steps) == 4 and steps.count(4) >= 10
+    expected = drive(make_engine(qwen2_folder, max_num_seqs=4), requests)
+    assert got == expected
+    # Requests that arrived within `chain_quiet_s` keep every step a single one.
+    engine = make_engine(qwen2_folder, decode_steps=4, max_num_seqs=4, chain_quiet_s=60)
+    steps = record_chain_lengths(engine.scheduler)
+    assert drive(engine, requests) == expected
+    assert set(steps) == {1}
 
 
 async def test_requests_added_for_a_sink_get_the_events_a_stream_gets_in_one_call_a_step(
@@ -473,5 +564,34 @@ def test_latency_histograms_count_each_request_once_and_forget_it_when_it_ends(m
         "time_to_first_token_seconds": 2 * len(lengths),
         "inter_token_latency_seconds": 2 * sum(n - 1 for n in lengths),
         "e2e_latency_seconds": 2 * len(lengths),
+    }
+    assert not engine.metrics._previous_token
+
+
+def test_chained_steps_count_every_token_in_the_latency_histograms(mistral_folder: Path) -> None:
+    """A chained step's n tokens are n inter-token observations and n generated tokens."""
+
+    def value(name: str) -> float:
+        return REGISTRY.get_sample_value(f"clawdbot_inference_{name}") or 0.0
+
+    lengths = [1, 2, 9, 30]
+    engine = make_engine(mistral_folder, decode_steps=4, chain_quiet_s=0)
+    steps = record_chain_lengths(engine.scheduler)
+    names = (
+        "inter_token_latency_seconds_count",
+        "time_to_first_token_seconds_count",
+        "generation_tokens_total",
+    )
+    before = {name: value(name) for name in names}
+    requests = [
+        (prompt, SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True))
+        for prompt, n in zip(prompts(len(lengths)), lengths, strict=True)
+    ]
+    assert [len(tokens) for tokens, _ in drive(engine, requests)] == lengths
+    assert max(steps) > 1
+    assert {name: value(name) - before[name] for name in names} == {
+        "inter_token_latency_seconds_count": sum(n - 1 for n in lengths),
+        "time_to_first_token_seconds_count": len(lengths),
+        "generation_tokens_total": sum(lengths),
     }
     assert not engine.metrics._previous_token

@@ -6,6 +6,7 @@ Marked `gpu`: skipped where no CUDA device is present (the CPU suite covers the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from clawdbot.services.inference.attention import AttentionMetadata
 from clawdbot.services.inference.block_manager import BlockManager
+from clawdbot.services.inference.cuda_graphs import DecodeGraphs
 from clawdbot.services.inference.engine import Engine, EngineConfig
 from clawdbot.services.inference.gpu import accelerate
 from clawdbot.services.inference.model.decoder import kv_groups
@@ -22,7 +24,7 @@ from clawdbot.services.inference.prefill_graphs import PrefillGraphs
 from clawdbot.services.inference.quant import Int4Linear, dequantize
 from clawdbot.services.inference.scheduler import Batch
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
-from clawdbot.services.inference.testing import tiny_model
+from clawdbot.services.inference.testing import record_chain_lengths, tiny_model
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -78,18 +80,44 @@ def test_engine_serves_a_batch_on_cuda_with_int4_weights(tmp_path: Path) -> None
     assert engine.blocks.num_used() == 0
 
 
-def graphed_engine(folder: Path, *, graphs: bool) -> Engine:
+def graphed_engine(
+    folder: Path, *, graphs: bool, decode_steps: int = 1, chain_quiet_s: float = 0.0
+) -> Engine:
     """An fp32 engine on CUDA with Triton attention, and with prompt + decode graphs when `graphs`."""
     model, config = load_model(folder, device="cuda", dtype="float32")
     engine = Engine(
         model,
         config,
-        EngineConfig(block_size=16, num_blocks=256, max_num_seqs=8, max_num_batched_tokens=256),
+        EngineConfig(
+            block_size=16,
+            num_blocks=256,
+            max_num_seqs=8,
+            max_num_batched_tokens=256,
+            decode_steps=decode_steps,
+            chain_quiet_s=chain_quiet_s,
+        ),
         CUDA,
         torch.float32,
     )
     accelerate(engine.runner, 8, config.context_length, 256, graphs=graphs)
     return engine
+
+
+def generate_all(
+    engine: Engine, prompts: list[list[int]], params: Callable[[int], SamplingParams]
+) -> list[list[int]]:
+    """Every prompt's tokens, all submitted at once to the started engine (request i with params(i))."""
+
+    async def run_all() -> list[list[int]]:
+        engine.start()
+        try:
+            return list(
+                await asyncio.gather(*(engine.generate(p, params(i), f"r{i}") for i, p in enumerate(prompts)))
+            )
+        finally:
+            engine.stop()
+
+    return asyncio.run(run_all())
 
 
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])  # two KV groups (window + full); one window
@@ -141,23 +169,9 @@ def test_engine_with_graphs_generates_the_eager_tokens(
         torch.randint(3, 500, (n,), generator=draw).tolist() for n in (1, 5, 40, 130, 300, 17, 64, 255)
     ]
 
-    def generate(engine: Engine) -> list[list[int]]:
-        async def run_all() -> list[list[int]]:
-            engine.start()
-            try:
-                return list(
-                    await asyncio.gather(
-                        *(engine.generate(p, params, f"r{i}") for i, p in enumerate(prompts))
-                    )
-                )
-            finally:
-                engine.stop()
-
-        return asyncio.run(run_all())
-
-    eager = generate(graphed_engine(tmp_path, graphs=False))
+    eager = generate_all(graphed_engine(tmp_path, graphs=False), prompts, lambda _: params)
     assert not replays
-    graphed = generate(graphed_engine(tmp_path, graphs=True))
+    graphed = generate_all(graphed_engine(tmp_path, graphs=True), prompts, lambda _: params)
     assert replays, "no step went through the prompt graphs"
     assert graphed == eager
 
@@ -194,3 +208,60 @@ def test_launching_a_step_never_waits_for_the_device(tmp_path: Path, graphs: boo
     for step in (prompts, decodes):
         tokens = [out.token for out in step.launched.outputs()]
         assert len(tokens) == len(kinds) and all(0 <= t < engine.config.vocab_size for t in tokens)
+
+
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_chained_decode_steps_on_cuda_give_the_one_step_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graphs: bool
+) -> None:
+    """Four decode steps a launch (replaying the decode graphs four times, or eagerly) give every
+    request the tokens of one step a launch: greedy and seeded, across qwen2's window blocks."""
+    tiny_model("qwen2", tmp_path, seed=14)
+    replays: list[int] = []
+    run = DecodeGraphs.run
+
+    def counted(self: DecodeGraphs, input_ids: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        replays.append(int(input_ids.shape[0]))
+        return run(self, input_ids, meta)
+
+    monkeypatch.setattr(DecodeGraphs, "run", counted)
+    draw = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(3, 500, (n,), generator=draw).tolist() for n in (1, 9, 40, 130, 17, 64)]
+    kinds = [
+        SamplingParams(temperature=0.0, max_tokens=45, ignore_eos=True),
+        SamplingParams(temperature=0.9, top_k=40, top_p=0.95, seed=21, max_tokens=45, ignore_eos=True),
+    ]
+
+    one = generate_all(graphed_engine(tmp_path, graphs=graphs), prompts, lambda i: kinds[i % 2])
+    replays.clear()
+    engine = graphed_engine(tmp_path, graphs=graphs, decode_steps=4)
+    steps = record_chain_lengths(engine.scheduler)
+    chained = generate_all(engine, prompts, lambda i: kinds[i % 2])
+    assert steps.count(4) >= 5
+    assert bool(replays) == graphs
+    assert chained == one
+
+
+def test_launching_chained_decode_steps_never_waits_for_the_device(tmp_path: Path) -> None:
+    """The chained steps' inputs (positions, slots from the tables, seeded noise counters) are made
+    on the device: a launch of four decode steps does not wait for the step in flight either."""
+    tiny_model("qwen2", tmp_path, seed=15)
+    engine = graphed_engine(tmp_path, graphs=True, decode_steps=4)
+    draw = torch.Generator().manual_seed(5)
+    kinds = [
+        SamplingParams(temperature=0.0, max_tokens=20),
+        SamplingParams(temperature=0.8, top_k=20, top_p=0.9, min_p=0.01, seed=5, max_tokens=20),
+    ]
+    for i, params in enumerate(kinds):
+        engine.scheduler.add(Sequence(f"s{i}", torch.randint(3, 500, (30,), generator=draw).tolist(), params))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        prompts = engine._launch()
+        decodes = engine._launch()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert prompts is not None and decodes is not None
+    assert decodes.batch.steps == 4
+    tokens = [out.token for out in decodes.launched.outputs()]
+    assert len(tokens) == 4 * len(kinds) and all(0 <= t < engine.config.vocab_size for t in tokens)
