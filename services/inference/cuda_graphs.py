@@ -144,17 +144,24 @@ class DecodeGraphs:
         return all(g.block_tables.shape[1] <= w for g, w in zip(meta.groups, self.widths, strict=True))
 
     @torch.inference_mode()
-    def run(self, input_ids: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """fp32 logits [n, vocab] of a pure decode batch (check `fits` first)."""
+    def run(
+        self, input_ids: torch.Tensor, meta: AttentionMetadata, same_tables: bool = False
+    ) -> torch.Tensor:
+        """fp32 logits [n, vocab] of a pure decode batch (check `fits` first). `same_tables`: the
+        block tables, first blocks and padding are those of the last run (a chained step's), so
+        only ids, positions, lengths and slots are copied."""
         n = int(input_ids.shape[0])
         size = next(b for b in self.buckets if b >= n)
         self.input_ids[:n].copy_(input_ids)
         self.positions[:n].copy_(meta.positions)
         self.context_lens[:n].copy_(meta.context_lens)
-        self.context_lens[n:size].zero_()
+        if not same_tables:
+            self.context_lens[n:size].zero_()
         for group, slots, table, first in zip(meta.groups, self.slots, self.tables, self.firsts, strict=True):
-            width = group.block_tables.shape[1]
             slots[:n].copy_(group.slot_mapping)
+            if same_tables:
+                continue
+            width = group.block_tables.shape[1]
             slots[n:size].fill_(-1)
             table[:n, :width].copy_(group.block_tables)
             table[:n, width:].fill_(-1)

@@ -47,7 +47,7 @@ class EngineConfig:
     prefix_caching: bool = True
     pipelined: bool = True  # launch step N+1 before reading step N's tokens (see Engine.step)
     decode_steps: int = 1  # decode steps one launch may chain (Scheduler._chain)
-    chain_quiet_s: float = 0.02  # ... once no request has arrived for this long
+    chain_quiet_s: float = 0.05  # ... once no request has arrived for this long
 
 
 @dataclass

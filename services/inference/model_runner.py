@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -349,35 +349,52 @@ class ModelRunner:
         """
         samples = [first]
         rows = self._rows(len(first))
+        later = self._chain_metadata(meta, steps)
+        noise = (
+            None if params.all_greedy else _rows_aligned(params.steps[None, :] + self._rows(steps)[:, None])
+        )
         for k in range(1, steps):
-            shifted = self._shifted(meta, k)
+            shifted = later(k)
             if replay:
                 assert self.decode_graphs is not None
-                logits = self.decode_graphs.run(samples[-1], shifted)
+                logits = self.decode_graphs.run(samples[-1], shifted, same_tables=True)
             else:
                 rope = shifted.context_lens if dynamic_rope else None
                 logits = self.forward_step(samples[-1], shifted, rope, rows)
-            later = params if params.all_greedy else dataclasses.replace(params, steps=params.steps + k)
-            samples.append(sample(logits, later).tokens)
+            step_params = params if noise is None else dataclasses.replace(params, steps=noise[k])
+            samples.append(sample(logits, step_params).tokens)
         return torch.cat(samples)
 
-    def _shifted(self, meta: AttentionMetadata, k: int) -> AttentionMetadata:
-        """A pure decode step's metadata `k` tokens later: the same block tables (they hold the
-        blocks of all the chained steps), positions and lengths + k, cache slots from the tables."""
+    def _chain_metadata(self, meta: AttentionMetadata, steps: int) -> Callable[[int], AttentionMetadata]:
+        """Step k's metadata of a chain, from the first step's: the same block tables (they hold the
+        blocks of every step), positions and lengths + k, cache slots read from the tables. Made for
+        all steps at once (a handful of small kernels a chain, not a step: at batch 1 they were a
+        tenth of each step), then handed out as views."""
         bs = self.block_size
-        positions = meta.positions + k
-        groups = []
-        for group in meta.groups:
-            index = (positions // bs - group.first_block)[:, None]
-            slots = group.block_tables.gather(1, index).squeeze(1) * bs + positions % bs
-            groups.append(dataclasses.replace(group, slot_mapping=slots))
-        return AttentionMetadata(
-            positions=positions,
-            query_slot=meta.query_slot,
-            context_lens=meta.context_lens + k,
-            max_q=1,
-            groups=groups,
-        )
+        offsets = self._rows(steps)[:, None]
+        positions = _rows_aligned(meta.positions[None, :] + offsets)  # [steps, B]
+        context_lens = _rows_aligned(meta.context_lens[None, :] + offsets)
+        slots = [
+            _rows_aligned(
+                group.block_tables.gather(1, (positions // bs - group.first_block[None, :]).T).T * bs
+                + positions % bs
+            )
+            for group in meta.groups
+        ]
+
+        def at(k: int) -> AttentionMetadata:
+            return AttentionMetadata(
+                positions=positions[k],
+                query_slot=meta.query_slot,
+                context_lens=context_lens[k],
+                max_q=1,
+                groups=[
+                    dataclasses.replace(group, slot_mapping=group_slots[k])
+                    for group, group_slots in zip(meta.groups, slots, strict=True)
+                ],
+            )
+
+        return at
 
     def _add_tiles(self, meta: AttentionMetadata, tokens: int) -> None:
         """The prefill kernel's tile table for an eager prompt step, once for all layers (a graph
@@ -390,6 +407,16 @@ class ModelRunner:
         if tensor is None or self.device.type != "cuda":
             return tensor
         return tensor.to("cpu", non_blocking=True)  # into pinned memory: does not wait
+
+
+def _rows_aligned(table: torch.Tensor) -> torch.Tensor:
+    """`table` [steps, B] (int64) in memory whose every row starts 16-byte aligned: each row is one
+    step's input to Triton kernels, which compile a variant per pointer alignment (a first one
+    met while serving stalls every stream, docs/perf.md)."""
+    steps, width = table.shape
+    out = torch.empty((steps, width + width % 2), dtype=table.dtype, device=table.device)
+    out[:, :width] = table
+    return out[:, :width]
 
 
 @dataclass

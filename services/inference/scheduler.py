@@ -24,7 +24,7 @@ class SchedulerConfig:
     decode_steps: int = 1
     # ... but only once no request has arrived for this long: while requests keep coming (a burst of
     # calls reaches the engine over ~100 ms), each is admitted at the next step, not after a chain.
-    chain_quiet_s: float = 0.02
+    chain_quiet_s: float = 0.05
 
 
 @dataclass

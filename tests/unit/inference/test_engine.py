@@ -360,6 +360,36 @@ def test_chained_decode_steps_give_exactly_the_one_step_outputs(
     assert drive(chained, requests) == drive(one, requests)
 
 
+def test_a_chains_later_steps_get_their_positions_and_cache_slots_in_aligned_rows(qwen2_folder: Path) -> None:
+    """Step k of a chain writes its K/V where the block tables say position + k lives (both of
+    qwen2's KV groups), and every step's inputs start 16-byte aligned whatever the batch size (Triton
+    compiles a kernel variant per pointer alignment)."""
+    engine = make_engine(qwen2_folder, decode_steps=4, chain_quiet_s=0)
+    params = SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True)
+    for i, prompt in enumerate(prompts(3, seed=7)):
+        engine.scheduler.add(Sequence(f"c{i}", prompt, params))
+    while not engine.scheduler.running or any(s.num_output < 3 for s in engine.scheduler.running):
+        engine.step()
+    engine.step()  # nothing left in flight
+    batch = engine.scheduler.schedule()
+    assert batch.steps == 4 and len(batch) == 3
+    _, meta, _ = engine.runner.prepare(batch, engine.blocks)
+    later = engine.runner._chain_metadata(meta, batch.steps)
+    bs = engine.blocks.block_size
+    for k in range(1, 4):
+        step = later(k)
+        positions = [seq.num_computed + k for seq in batch.seqs]
+        assert step.positions.tolist() == positions
+        assert step.context_lens.tolist() == [p + 1 for p in positions]
+        for g, group in enumerate(step.groups):
+            tables = [engine.blocks.tables[seq.request_id][g] for seq in batch.seqs]
+            assert group.slot_mapping.tolist() == [
+                t[p // bs] * bs + p % bs for t, p in zip(tables, positions, strict=True)
+            ]
+            assert group.slot_mapping.data_ptr() % 16 == 0
+        assert step.positions.data_ptr() % 16 == 0 and step.context_lens.data_ptr() % 16 == 0
+
+
 def test_a_stop_token_anywhere_in_a_chain_ends_the_request_where_one_step_at_a_time_does(
     mistral_folder: Path,
 ) -> None:

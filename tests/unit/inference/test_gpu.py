@@ -220,9 +220,11 @@ def test_chained_decode_steps_on_cuda_give_the_one_step_tokens(
     replays: list[int] = []
     run = DecodeGraphs.run
 
-    def counted(self: DecodeGraphs, input_ids: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def counted(
+        self: DecodeGraphs, input_ids: torch.Tensor, meta: AttentionMetadata, same_tables: bool = False
+    ) -> torch.Tensor:
         replays.append(int(input_ids.shape[0]))
-        return run(self, input_ids, meta)
+        return run(self, input_ids, meta, same_tables)
 
     monkeypatch.setattr(DecodeGraphs, "run", counted)
     draw = torch.Generator().manual_seed(4)
