@@ -27,7 +27,8 @@ Prints one JSON object (and writes it to --out):
 - grpc-unpaced, grpc-no-hold, grpc20 (only when named): the service with neither pacing nor burst
   hold (every step's token goes out at once, as before this session), with pacing but no burst
   hold, and with a fixed `--stream-interval-ms 20`;
-  grpc-pacing-N: the service with `--stream-pacing-us N`.
+  grpc-pacing-N: the service with `--stream-pacing-us N`; grpc-quiet-N: with
+  `--decode-chain-quiet-ms N`.
 - core-steps1, grpc-steps1 (only when named): the core section and the grpc section with one
   decode step a launch (`decode_steps` 1, the engine before chained decode steps).
 """
@@ -685,6 +686,9 @@ def main() -> None:
             "grpc-steps1": lambda: grpc_numbers(folder, logs_folder(), name, ("--decode-steps", "1")),
             "long": lambda: asyncio.run(long_generation(folder)),
         }
+        if name.startswith("grpc-quiet-"):  # another decode_chain_quiet_ms, e.g. grpc-quiet-200
+            quiet = ("--decode-chain-quiet-ms", name.removeprefix("grpc-quiet-"))
+            runners[name] = lambda: grpc_numbers(folder, logs_folder(), name, quiet)
         if name.startswith("grpc-pacing-"):  # a pacing other than the default, e.g. grpc-pacing-160
             pacing = ("--stream-pacing-us", name.removeprefix("grpc-pacing-"))
             runners[name] = lambda: grpc_numbers(folder, logs_folder(), name, pacing)
@@ -742,7 +746,9 @@ def main() -> None:
             "grpc-steps1": "grpc-steps1",
             "long": "long",
         }
-        groups.update({name: name for name in sorted(sections) if name.startswith("grpc-pacing-")})
+        groups.update(
+            {name: name for name in sorted(sections) if name.startswith(("grpc-pacing-", "grpc-quiet-"))}
+        )
         for name, group in groups.items():
             if group in sections:
                 section(name, limits.get(name, 120), folder)

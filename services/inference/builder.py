@@ -75,6 +75,7 @@ def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.Mod
             max_waiting=settings.max_waiting,
             prefix_caching=settings.prefix_caching,
             decode_steps=settings.decode_steps,
+            chain_quiet_s=settings.decode_chain_quiet_ms / 1000,
         ),
         device,
         dtype,

@@ -39,6 +39,12 @@ from clawdbot.shared.options import common_server_options
     default=None,
     help="Decode steps one launch may chain on the device (host work paid once) [default: 4; 1: off].",
 )
+@click.option(
+    "--decode-chain-quiet-ms",
+    type=float,
+    default=None,
+    help="No chained decode steps until no request has arrived for this long [default: 50].",
+)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads on the CPU.")
 @click.option(
     "--gpu-memory-utilization",

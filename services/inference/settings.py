@@ -31,6 +31,10 @@ class InferenceSettings(ServiceSettings):
     # the host between tokens (no penalties, logprobs or pending min_tokens) and no prompt waits to
     # join: the host's per-step Python is paid once for all of them (docs/inference.md). 1: off.
     decode_steps: int = Field(default=4, ge=1, le=16)
+    # ... but only once no request has arrived for this long: a request that arrives while a chain
+    # runs waits for it and for the one launched after it (~20 ms at 256 streams), so while calls
+    # keep coming (a burst reaches the engine over ~100 ms) every step is a single one.
+    decode_chain_quiet_ms: float = Field(default=50.0, ge=0.0)
     prefix_caching: bool = True
     gpu_memory_utilization: float = (
         0.9  # CUDA: share of the card for weights + KV cache (KV pool from what is free)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from clawdbot.services.inference.cli import serve
 from clawdbot.services.inference.settings import InferenceSettings
@@ -40,5 +41,23 @@ def test_serve_help_lists_the_engine_options() -> None:
         "--dtype",
         "--lm-head",
         "--max-num-batched-tokens",
+        "--decode-steps",
+        "--decode-chain-quiet-ms",
     ):
         assert option in result.output
+
+
+def test_decode_chaining_settings_reach_the_scheduler_and_are_bounded(tmp_path: Path) -> None:
+    """`decode_steps` 1..16 and the quiet window in ms become the scheduler's chain settings."""
+    from clawdbot.services.inference.builder import build_engine
+    from clawdbot.services.inference.testing import tiny_model
+
+    tiny_model("mistral", tmp_path, seed=1)
+    engine, _ = build_engine(
+        InferenceSettings(model=tmp_path, kv_cache_gb=0.01, decode_steps=8, decode_chain_quiet_ms=200)
+    )
+    assert engine.scheduler.config.decode_steps == 8
+    assert engine.scheduler.config.chain_quiet_s == pytest.approx(0.2)
+    for bad in ({"decode_steps": 0}, {"decode_steps": 17}, {"decode_chain_quiet_ms": -1}):
+        with pytest.raises(ValidationError):
+            InferenceSettings(**bad)
