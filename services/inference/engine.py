@@ -326,6 +326,8 @@ class Engine:
         """Schedule a step, queue it on the device and count its tokens as computed."""
         with self._cv:
             batch = self.scheduler.schedule()
+            for seq in self.scheduler.take_ended():  # longer than the whole KV pool can hold
+                self._finish_event(seq, [])
             self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
             self.metrics.kv(self.blocks)
         if not batch.seqs:

@@ -71,6 +71,9 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.preemptions = 0
         self.last_arrival = float("-inf")  # time.monotonic() of the last `add`
+        # Sequences `schedule` ended on its own (they can never fit in the pool): the engine sends
+        # their final events (`take_ended`).
+        self.ended: list[Sequence] = []
 
     # -- queues --------------------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -144,6 +147,12 @@ class Scheduler:
             n = min(seq.num_uncomputed, budget)
             while not self.blocks.reserve(seq, n):
                 victim = order.pop()
+                if victim is seq and len(self.running) == 1:
+                    # Alone and still short of blocks: nothing will ever free any, and a preempted
+                    # sequence would come back to the same place forever. It ends here.
+                    self.finish(seq, Finish.LENGTH)
+                    self.ended.append(seq)
+                    break
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
@@ -170,6 +179,7 @@ class Scheduler:
                     # Nothing will ever free memory for it: the pool is smaller than one request.
                     self.waiting.pop(0)
                     self.finish(seq, Finish.LENGTH)
+                    self.ended.append(seq)
                     continue
                 break
             self.waiting.pop(0)
@@ -181,6 +191,11 @@ class Scheduler:
         if self.config.decode_steps > 1 and batch.seqs and not preempted:
             batch.steps = self._chain(batch)
         return batch
+
+    def take_ended(self) -> list[Sequence]:
+        """The sequences `schedule` ended since the last call (see `ended`)."""
+        ended, self.ended = self.ended, []
+        return ended
 
     def _chain(self, batch: Batch) -> int:
         """How many decode steps this batch can run in one launch (1: just this one).
@@ -199,7 +214,9 @@ class Scheduler:
         context = self.config.context_length
         for seq, n in zip(batch.seqs, batch.num_new, strict=True):
             params = seq.params
-            if n != 1 or params.needs_penalties or params.logprobs or seq.num_output < params.min_tokens:
+            if n != 1 or seq.num_uncomputed != 1:
+                return 1  # a prompt chunk (one token of it, when the budget is that tight)
+            if params.needs_penalties or params.logprobs or seq.num_output < params.min_tokens:
                 return 1
             left = min(seq.num_prompt + params.max_tokens, context) - len(seq.token_ids)
             if left < steps:

@@ -38,6 +38,14 @@ def mistral_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Full attention only: a sequence's blocks grow with it (no window gives any back)."""
+    folder = tmp_path_factory.mktemp("llama")
+    tiny_model("llama", folder, seed=13)
+    return folder
+
+
 def make_engine(folder: Path, **overrides: int | bool) -> Engine:
     model, config = load_model(folder)
     options: dict[str, int | bool] = {"block_size": 4, "num_blocks": 256, "max_num_batched_tokens": 32}
@@ -154,8 +162,11 @@ def test_window_blocks_stay_flat_over_four_windows(mistral_folder: Path) -> None
     assert engine.blocks.num_used() == 0
 
 
-async def test_cancellation_frees_blocks_within_one_step(qwen2_folder: Path) -> None:
-    engine = make_engine(qwen2_folder, max_num_batched_tokens=64)
+@pytest.mark.parametrize("decode_steps", [1, 4], ids=["one-step", "chained"])
+async def test_cancellation_frees_blocks_within_one_step(qwen2_folder: Path, decode_steps: int) -> None:
+    """An abort frees the request's blocks within one step (a chain of decode steps counting as one:
+    the abort waits for the chain in flight at most) and leaves the other request's tokens alone."""
+    engine = make_engine(qwen2_folder, max_num_batched_tokens=64, decode_steps=decode_steps, chain_quiet_s=0)
     prompt_a, prompt_b = prompts(2, seed=4)
     long = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
     expected_b = (await alone(qwen2_folder, [prompt_a, prompt_b]))[1]
@@ -412,6 +423,53 @@ def test_a_stop_token_anywhere_in_a_chain_ends_the_request_where_one_step_at_a_t
     assert drive(engine, requests) == expected
     assert max(steps) == 4
     assert len({p % 4 for p in positions}) == 4, "the stops do not cover every step of a chain"
+
+
+def test_a_one_token_prompt_chunk_never_joins_a_chain(mistral_folder: Path) -> None:
+    """With a step budget of one token more than the decodes, a prompt arriving meanwhile is
+    prefilled one token a step; such a chunk samples nothing, and a chain built over it once
+    failed the launch (one input id per sampling row, one metadata row per sequence)."""
+    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+    requests = [(prompt[:5], params) for prompt in prompts(3, seed=8)] + [(prompts(1, seed=9)[0] * 3, params)]
+
+    def run(**options: int) -> list[tuple[list[int], Finish]]:
+        engine = make_engine(mistral_folder, max_num_batched_tokens=4, **options)
+        for i, (prompt, request) in enumerate(requests[:3]):
+            engine.scheduler.add(Sequence(f"d{i}", list(prompt), request))
+        while any(s.num_output < 2 for s in [*engine.scheduler.running, *engine.scheduler.waiting]):
+            engine.step()
+        late = Sequence("late", list(requests[3][0]), params)
+        engine.scheduler.add(late)
+        while engine.scheduler.has_work or engine._in_flight is not None:
+            engine.step()
+        engine.blocks.check()
+        return [(late.output_ids, late.finish)]  # type: ignore[list-item]
+
+    assert run(decode_steps=4, chain_quiet_s=0) == run()
+
+
+def test_a_request_longer_than_the_whole_pool_ends_with_length_instead_of_waiting_forever(
+    llama_folder: Path,
+) -> None:
+    """A prompt bigger than the pool, and a request that outgrows it alone, end with LENGTH and
+    give their blocks back; both once waited forever (the second preempting itself each step)."""
+
+    async def run(prompt_length: int, max_tokens: int) -> tuple[int, StepEvent]:
+        engine = make_engine(llama_folder, num_blocks=6)  # 24 tokens of K/V in all
+        engine.start()
+        try:
+            prompt = list(range(3, 3 + prompt_length))
+            params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+            tokens, final = await collect(engine.submit(Sequence("long", prompt, params)))
+            assert await eventually(lambda: engine.blocks.num_used() == 0, timeout=10)
+            return len(tokens), final
+        finally:
+            engine.stop()
+
+    count, final = asyncio.run(run(40, 5))
+    assert (count, final.finish) == (0, Finish.LENGTH)
+    count, final = asyncio.run(run(8, 60))
+    assert final.finish is Finish.LENGTH and 8 + count <= 24 and count >= 12
 
 
 def test_a_decode_batch_chains_its_steps_and_a_waiting_prompt_stops_the_chaining(
