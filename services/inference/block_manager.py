@@ -197,6 +197,21 @@ class BlockManager:
         self._refresh(seq_id)
         return True
 
+    def can_extend_all(self, seqs: list[Sequence], num_new: int) -> bool:
+        """Whether `reserve(seq, num_new)` would succeed for every one of `seqs` together: a chain of
+        decode steps takes blocks for all its sequences or for none. Blocks a window slide would
+        free are not counted, so a no can be cautious; a yes is certain."""
+        bs = self.block_size
+        worst = len(seqs) * ((num_new - 1) // bs + 1)  # new blocks per group if every one needs them
+        if all(pool.num_free >= worst for pool in self.pools):
+            return True
+        short = [0] * len(self.pools)
+        for seq in seqs:
+            need = (seq.num_computed + num_new + bs - 1) // bs
+            for group, table in enumerate(self.tables[seq.request_id]):
+                short[group] += max(0, need - len(table))
+        return all(n <= pool.num_free for n, pool in zip(short, self.pools, strict=True))
+
     def _refresh(self, seq_id: str) -> None:
         """Recompute `covered` and `slide_at` after the tables or the slide marks changed."""
         bs = self.block_size

@@ -223,9 +223,10 @@ class Scheduler:
                 steps = left
                 if steps <= 1:
                     return 1
-        for seq in batch.seqs:
-            if not self.blocks.reserve(seq, steps):
-                return 1  # what the others reserved is theirs for the next steps anyway
+        if not self.blocks.can_extend_all(batch.seqs, steps):
+            return 1  # and nobody reserved anything for it
+        if not all([self.blocks.reserve(seq, steps) for seq in batch.seqs]):
+            return 1  # cannot happen after can_extend_all's yes; one step is right all the same
         return steps
 
     def advance(self, batch: Batch, sampling: list[int]) -> list[tuple[Sequence, int]]:

@@ -13,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.engine import Engine, EngineConfig
 from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.model.loader import load_model
+from clawdbot.services.inference.scheduler import Scheduler, SchedulerConfig
 from clawdbot.services.inference.sequence import Finish, SamplingParams, Sequence
 from clawdbot.services.inference.testing import eventually, record_chain_lengths, reference_greedy, tiny_model
 from clawdbot.shared.errors import ResourceExhausted
@@ -470,6 +472,25 @@ def test_a_request_longer_than_the_whole_pool_ends_with_length_instead_of_waitin
     assert (count, final.finish) == (0, Finish.LENGTH)
     count, final = asyncio.run(run(8, 60))
     assert final.finish is Finish.LENGTH and 8 + count <= 24 and count >= 12
+
+
+def test_a_chain_that_does_not_fit_reserves_nothing() -> None:
+    """Two decodes, room in the pool for one of them to chain: neither reserves blocks for a chain
+    (the first once kept blocks it had reserved before the second failed)."""
+    blocks = BlockManager(3, 4, [0])
+    config = SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=64, decode_steps=4, chain_quiet_s=0)
+    scheduler = Scheduler(config, blocks)
+    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+    for name in ("a", "b"):
+        scheduler.add(Sequence(name, [5, 6, 7], params))  # 3 tokens: one block each, one slot left
+    prefill = scheduler.schedule()
+    assert prefill.steps == 1 and prefill.num_new == [3, 3]
+    pending = scheduler.advance(prefill, prefill.sampling_rows())
+    scheduler.resolve(prefill, pending, [9, 9])
+    decode = scheduler.schedule()
+    assert decode.num_new == [1, 1] and decode.steps == 1  # 2 blocks short, 1 free
+    assert blocks.num_used() == 2
+    blocks.check()
 
 
 def test_a_decode_batch_chains_its_steps_and_a_waiting_prompt_stops_the_chaining(
