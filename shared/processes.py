@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 LISTEN_PORTS = range(20000, 32768)  # below Linux's default ephemeral range (32768-60999)
+_handed_out: set[int] = set()  # ports `free_port` returned in this process
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,14 +30,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     Drawn below the kernel's ephemeral range: a port the kernel hands out by `bind(0)` is also one
     it hands to outgoing connections, which took such a port between this check and the service's
-    bind (a mesh start failed in CI that way). Falls back to `bind(0)` if the range is exhausted.
+    bind (a mesh start failed in CI that way). Never the same port twice in one process: a mesh's
+    plan draws a dozen ports before any is bound, and two equal draws (~0.5% a plan) made a service
+    fail to bind in CI. Falls back to `bind(0)` if the range is exhausted.
     """
     for port in random.sample(LISTEN_PORTS, 64):
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
