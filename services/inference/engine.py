@@ -273,54 +273,33 @@ class Engine:
         waited = time.perf_counter()
         current.launched.wait()
         self.metrics.device_wait(time.perf_counter() - waited)
-        if current.batch.steps > 1:
-            self._resolve_chained(current)
-        else:
-            self._resolve(current)
+        self._resolve(current)
         if self._in_flight is not None:
             self._flush()  # the device is busy with the next step: hand this one's tokens over now
         return len(current.batch)
 
     def _resolve(self, current: _InFlight) -> None:
-        """Read one step's tokens into its sequences and queue their events."""
+        """Read a step's tokens into its sequences and queue their events: one per sequence, with
+        all its tokens of a chained step (a stop token not among them)."""
         outputs = current.launched.outputs()
         with self._cv:
             self._apply_aborts()
-            advanced = self.scheduler.resolve(current.batch, current.pending, [o.token for o in outputs])
+            pending, batch = current.pending, current.batch
+            got = self.scheduler.resolve(batch, pending, [o.token for o in outputs])
             now = time.monotonic()
             # Token latencies first: finishing a request drops its latency state (`_finish_event`).
-            self.metrics.tokens([current.pending[row][0] for row in advanced], now)
-            for row in advanced:
-                seq, out = current.pending[row][0], outputs[row]
-                if seq.is_finished:
-                    self._finish_event(seq, [] if seq.stop_token_id is not None else [out])
-                else:
-                    self._emit(seq, StepEvent(tokens=[out]))
-            self._count_step(current, now)
-
-    def _resolve_chained(self, current: _InFlight) -> None:
-        """`_resolve` for a chained step: one event per sequence with all its tokens (a stop token
-        not among them). Work per sequence, not per token, but the tokens' own objects."""
-        tokens = current.launched.token_ids()
-        with self._cv:
-            self._apply_aborts()
-            pending = current.pending
-            got = self.scheduler.resolve_chained(current.batch, pending, tokens)
-            now = time.monotonic()
-            self.metrics.tokens([pending[row][0] for row, _ in got], now, [n for _, n in got])
+            counts = None if batch.steps == 1 else [n for _, n in got]
+            self.metrics.tokens([pending[row][0] for row, _ in got], now, counts)
             rows = len(pending)
             for row, n in got:
                 seq = pending[row][0]
-                mine = [TokenOutput(token) for token in tokens[row::rows][:n]]
+                mine = [outputs[row]] if n == 1 else outputs[row::rows][:n]
                 if seq.is_finished:
                     self._finish_event(seq, mine[:-1] if seq.stop_token_id is not None else mine)
                 else:
                     self._emit(seq, StepEvent(tokens=mine))
-            self._count_step(current, now)
-
-    def _count_step(self, current: _InFlight, now: float) -> None:
-        self.metrics.step(self.scheduler.preemptions, current.batch.num_tokens, now - current.started)
-        self.steps += 1
+            self.metrics.step(self.scheduler.preemptions, batch.num_tokens, now - current.started)
+            self.steps += 1
 
     def _launch(self) -> _InFlight | None:
         """Schedule a step, queue it on the device and count its tokens as computed."""

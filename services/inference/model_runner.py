@@ -436,15 +436,9 @@ class LaunchedStep:
         if self.ready is not None:
             self.ready.synchronize()
 
-    def token_ids(self) -> list[int]:
-        """Wait for the device, then the sampled ids alone (a chained step's, step-major)."""
-        if self.tokens is None:
-            return []
-        self.wait()
-        return self.tokens.tolist()
-
     def outputs(self) -> list[TokenOutput]:
-        """Wait for the device, then one `TokenOutput` per sampling row (in `sampling` order)."""
+        """Wait for the device, then one `TokenOutput` per sampling row (in `sampling` order; a
+        chained step's step by step)."""
         if self.tokens is None:
             return []
         self.wait()

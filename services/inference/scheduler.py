@@ -225,8 +225,8 @@ class Scheduler:
                     return 1
         if not self.blocks.can_extend_all(batch.seqs, steps):
             return 1  # and nobody reserved anything for it
-        if not all([self.blocks.reserve(seq, steps) for seq in batch.seqs]):
-            return 1  # cannot happen after can_extend_all's yes; one step is right all the same
+        for seq in batch.seqs:
+            self.blocks.reserve(seq, steps)  # succeeds: can_extend_all's yes is certain
         return steps
 
     def advance(self, batch: Batch, sampling: list[int]) -> list[tuple[Sequence, int]]:
@@ -250,58 +250,44 @@ class Scheduler:
             seq.token_ids += placeholders
         return pending
 
-    def resolve(self, batch: Batch, pending: list[tuple[Sequence, int]], tokens: list[int]) -> list[int]:
-        """The step's sampled tokens are read: fill them in, register newly full blocks, apply stop
-        rules. Returns the rows of `pending` whose sequence got its token (finished ones included)."""
+    def resolve(
+        self, batch: Batch, pending: list[tuple[Sequence, int]], tokens: list[int]
+    ) -> list[tuple[int, int]]:
+        """The step's sampled tokens are read (`tokens`: step-major, [steps * rows] for a chained
+        step): fill them in, register newly full blocks, apply stop rules. In a chain a sequence
+        takes its tokens up to its first stop token (the ones after it were computed for nothing
+        and are dropped); `_chain` ruled out passing max_tokens or the context, and a min_tokens
+        still suppressing stops. Returns (row of `pending`, how many tokens its sequence got) for
+        every sequence that got some, finished ones included."""
         now = time.monotonic()
         for seq in batch.seqs:
             # Not finished or preempted meanwhile. (A finished sequence's id may already name a new
             # request, resubmitted after an abort while this step ran: its tables are not this one's.)
             if seq.status is not Status.FINISHED and seq.request_id in self.blocks.tables:
                 self.blocks.commit(seq)
-        advanced: list[int] = []
-        for row, ((seq, index), token) in enumerate(zip(pending, tokens, strict=True)):
-            if seq.status is Status.FINISHED:
-                continue  # aborted, or stopped by the step before, while this one ran
-            seq.token_ids[index] = token
-            seq.first_token_time = seq.first_token_time or now
-            seq.last_token_time = now
-            advanced.append(row)
-            reason = self._stop_reason(seq, token, index + 1)
-            if reason is not None:
-                self.finish(seq, reason)
-        return advanced
-
-    def resolve_chained(
-        self, batch: Batch, pending: list[tuple[Sequence, int]], tokens: list[int]
-    ) -> list[tuple[int, int]]:
-        """`resolve` for a chained step: `tokens` are its samples step-major ([steps * rows]).
-        Each sequence takes its tokens up to its first stop token (the ones after it were computed
-        for nothing and are dropped); `Scheduler._chain` ruled out passing max_tokens or the
-        context, and a min_tokens still suppressing stops. Returns (row of `pending`, how many
-        tokens its sequence got) for every sequence that got some, finished ones included."""
-        now = time.monotonic()
-        for seq in batch.seqs:
-            if seq.status is not Status.FINISHED and seq.request_id in self.blocks.tables:
-                self.blocks.commit(seq)
         rows, steps, eos = len(pending), batch.steps, self.eos
         got: list[tuple[int, int]] = []
         for row, (seq, index) in enumerate(pending):
             if seq.status is Status.FINISHED:
-                continue
-            mine = tokens[row::rows]
-            n = steps
-            stop_ids, ignore_eos = seq.params.stop_token_ids, seq.params.ignore_eos
-            if stop_ids or not ignore_eos:
-                for j, token in enumerate(mine):
-                    if token in stop_ids or (not ignore_eos and token in eos):
-                        n = j + 1
-                        break
-            seq.token_ids[index : index + n] = mine[:n]
+                continue  # aborted, or stopped by the step before, while this one ran
+            if steps == 1:  # most steps: one token, no slicing
+                n, token = 1, tokens[row]
+                seq.token_ids[index] = token
+            else:
+                mine = tokens[row::rows]
+                n = steps
+                stop_ids, ignore_eos = seq.params.stop_token_ids, seq.params.ignore_eos
+                if stop_ids or not ignore_eos:
+                    for j, candidate in enumerate(mine):
+                        if candidate in stop_ids or (not ignore_eos and candidate in eos):
+                            n = j + 1
+                            break
+                seq.token_ids[index : index + n] = mine[:n]
+                token = mine[n - 1]
             seq.first_token_time = seq.first_token_time or now
             seq.last_token_time = now
             got.append((row, n))
-            reason = self._stop_reason(seq, mine[n - 1], index + n)
+            reason = self._stop_reason(seq, token, index + n)
             if reason is not None:
                 self.finish(seq, reason)
         return got
