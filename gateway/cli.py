@@ -37,10 +37,9 @@ def serve(
     Settings: `gateway:` in --config, CLAWDBOT_GATEWAY_* variables (API keys, rate limits,
     CORS, body size limit: see docs/gateway.md).
     """
-    import asyncio
-
     from clawdbot.gateway.server import serve_gateway
     from clawdbot.gateway.settings import GatewaySettings
+    from clawdbot.shared import event_loop
 
     settings = GatewaySettings.load(
         config_file,
@@ -56,7 +55,7 @@ def serve(
         memory_target=memory_target,
         model_name=model_name,
     )
-    asyncio.run(serve_gateway(settings))
+    event_loop.run(serve_gateway(settings), settings.event_loop)
 
 
 @click.command()

@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from clawdbot.shared.event_loop import EventLoopKind
+
 CONFIG_ENV = "CLAWDBOT_CONFIG"
 COMMON_SECTION = "common"
 
@@ -78,7 +80,7 @@ class ServiceSettings(BaseSettings):
 
     section: ClassVar[str] = "service"
     shared_fields: ClassVar[frozenset[str]] = frozenset(
-        {"log_level", "log_format", "otel_exporter", "otel_endpoint", "otel_file"}
+        {"log_level", "log_format", "otel_exporter", "otel_endpoint", "otel_file", "event_loop"}
     )
 
     host: str = "127.0.0.1"
@@ -93,6 +95,7 @@ class ServiceSettings(BaseSettings):
     otel_exporter: Literal["none", "console", "otlp", "file"] = "none"
     otel_endpoint: str | None = None  # OTLP/gRPC collector, e.g. http://127.0.0.1:4317
     otel_file: Path | None = None  # where the `file` exporter writes one JSON span per line
+    event_loop: EventLoopKind = "uvloop"  # `asyncio` for debugging (shared/event_loop.py)
 
     @classmethod
     def settings_customise_sources(

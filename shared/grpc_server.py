@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from clawdbot.shared import event_loop
 from clawdbot.shared.config import ServiceSettings
 from clawdbot.shared.interceptors import RpcInterceptor
 from clawdbot.shared.logs import configure_logging
@@ -149,4 +150,4 @@ class ServiceHost:
 
 def run_service(host: ServiceHost, startup: Hook | None = None, shutdown: Hook | None = None) -> None:
     """Blocking entry point for `clawdbot serve <service>`."""
-    asyncio.run(host.run(startup, shutdown))
+    event_loop.run(host.run(startup, shutdown), host.settings.event_loop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -80,9 +79,10 @@ def serve(config_file: Path | None, **options: Any) -> None:
     """Serve clawdbot.v1.Inference: the continuous-batching engine over a local model folder."""
     from clawdbot.services.inference.service import InferenceService
     from clawdbot.services.inference.settings import InferenceSettings
+    from clawdbot.shared import event_loop
 
     settings = InferenceSettings.load(config_file, **options)
-    asyncio.run(InferenceService(settings).run())
+    event_loop.run(InferenceService(settings).run(), settings.event_loop)
 
 
 @click.command("quantize")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ def serve(config_file: Path | None, model: Path | None, **options: Any) -> None:
     """Serve clawdbot.v1.Tokenizer: encode/decode, chat templates, streaming detokenization."""
     from clawdbot.services.tokenizer.server import serve as run
     from clawdbot.services.tokenizer.settings import TokenizerSettings
+    from clawdbot.shared import event_loop
 
     settings = TokenizerSettings.load(config_file, model=model, **options)
-    asyncio.run(run(settings))
+    event_loop.run(run(settings), settings.event_loop)
