@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 from dataclasses import replace
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ from clawdbot.services.inference.wire import (
     AsyncChannel,
     BlockingChannel,
     Events,
+    FromCore,
     Metrics,
     MetricsQuery,
     Ready,
@@ -152,3 +155,13 @@ def test_nothing_is_sent_after_the_write_side_is_closed() -> None:
         assert core.receive() is None
     finally:
         core.close()
+
+
+def test_events_decoded_from_a_frame_are_not_tracked_by_the_collector() -> None:
+    """What a step makes a thousand of stays out of the collector's generations (events.py)."""
+    body = frame(Events([("r", StepEvent(tokens=[TokenOutput(7, -0.5, [(7, -0.5)])]))]))[4:]
+    decoded = msgspec.msgpack.Decoder(FromCore).decode(body)
+    assert isinstance(decoded, Events)
+    ((_, event),) = decoded.items
+    assert not gc.is_tracked(event) and not gc.is_tracked(event.tokens[0])
+    assert event.tokens[0].top == [(7, -0.5)]
