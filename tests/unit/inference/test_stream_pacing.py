@@ -10,11 +10,11 @@ import pytest
 from clawdbot.services.inference.config import parse_config
 from clawdbot.services.inference.dummy import COMMON, SHAPES
 from clawdbot.services.inference.events import StepEvent, TokenOutput
-from clawdbot.services.inference.sequence import Sequence
-from clawdbot.services.inference.server import BURST_CALLS, BURST_WINDOW, InferenceServicer
+from clawdbot.services.inference.sequence import Finish, Sequence
+from clawdbot.services.inference.server import BURST_CALLS, BURST_WINDOW, InferenceServicer, merge
 from clawdbot.services.inference.validation import Limits
 from clawdbot.shared.errors import AlreadyExists, Unavailable
-from clawdbot.v1 import inference_pb2
+from clawdbot.v1 import common_pb2, inference_pb2
 
 
 def servicer() -> InferenceServicer:
@@ -142,3 +142,22 @@ async def test_a_refused_call_is_never_counted_open() -> None:
     with pytest.raises(AlreadyExists):
         await anext(paced.Generate(call("twice"), FakeContext(None)))  # type: ignore[arg-type]
     assert paced.open_streams == 0
+
+
+@pytest.mark.parametrize("want_logprobs", [False, True])
+def test_merged_events_keep_every_token_in_order_and_the_finish_of_the_last(want_logprobs: bool) -> None:
+    events = [
+        StepEvent(tokens=[TokenOutput(5, -0.1, [(5, -0.1), (6, -2.0)])]),
+        StepEvent(tokens=[TokenOutput(7, -0.2), TokenOutput(8, -0.3)]),
+        StepEvent(tokens=[], finish=Finish.STOP, stop_token_id=2, prompt_tokens=4, completion_tokens=3),
+    ]
+    message = merge(events, want_logprobs)
+    assert list(message.token_ids) == [5, 7, 8]
+    assert message.finish_reason == common_pb2.FINISH_REASON_STOP and message.stop_token_id == 2
+    assert message.usage.total_tokens == 7
+    if want_logprobs:
+        assert [p.chosen.token_id for p in message.logprobs] == [5, 7, 8]
+        top = message.logprobs[0].top
+        assert [t.token_id for t in top] == [5, 6] and [t.logprob for t in top] == pytest.approx([-0.1, -2.0])
+    else:
+        assert not message.logprobs
