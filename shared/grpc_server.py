@@ -98,8 +98,14 @@ class ServiceHost:
         await server.start()
         self._server = server
         self.port = port
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # uvloop or asyncio
         log.info(
-            "listening", extra={"address": f"{self.settings.host}:{port}", "services": self.service_names}
+            "listening",
+            extra={
+                "address": f"{self.settings.host}:{port}",
+                "services": self.service_names,
+                "event_loop": loop,
+            },
         )
         return port
 

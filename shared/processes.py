@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -150,3 +152,8 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def log_records(self, msg: str) -> list[dict[str, Any]]:
+        """The JSON log lines (the default format) whose message is `msg`, in order."""
+        records = (json.loads(line) for line in self.log_text().splitlines() if line.startswith("{"))
+        return [record for record in records if record.get("msg") == msg]

@@ -106,13 +106,18 @@ class RecordWhenExported(Sampler):
         return f"RecordWhenExported(exporting={self.exporting})"
 
 
-def exporting(provider: TracerProvider | None = None) -> bool:
+def exporting(provider: trace.TracerProvider | None = None) -> bool:
     """Whether spans recorded now would go somewhere (`setup_tracing` with an exporter, or
-    `export_spans`); `provider`: another than the one `setup_tracing` installed."""
-    provider = provider or _provider
-    if provider is None:
+    `export_spans`); `provider`: another than the global one.
+
+    It asks the global provider, the one whose tracers make the spans, not the one `setup_tracing`
+    built: where something else installed a provider first (`opentelemetry-instrument`, a host
+    application), OpenTelemetry keeps that one, and its spans may record and export.
+    """
+    provider = provider or trace.get_tracer_provider()
+    sampler = getattr(provider, "sampler", None)
+    if sampler is None:  # the API's own provider (no SDK installed): nothing records
         return False
-    sampler = provider.sampler
     return not isinstance(sampler, RecordWhenExported) or sampler.exporting
 
 
@@ -148,7 +153,8 @@ class ServerTracing(grpc.aio.ServerInterceptor):
         if exporting(self._provider):
             return await self._recording.intercept_service(continuation, handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
-        parent = propagate.extract({key: value for key, value in metadata}) if metadata else None
+        # Extracted into a fresh context: a call without a traceparent starts a trace of its own.
+        parent = propagate.extract({key: value for key, value in metadata})
         span = self._tracer.start_span(
             handler_call_details.method,
             context=parent,

@@ -54,5 +54,7 @@ async def test_serve_memory_embedded_counts_traces_and_drains(
     assert "clawdbot_memory_operation_seconds_bucket" in text
 
     assert proc.stop() == 0  # SIGTERM: drained and exited cleanly
+    # run_service's processes run on uvloop (shared/event_loop.py).
+    assert [line["event_loop"] for line in proc.log_records("listening")] == ["uvloop"]
     names = {json.loads(line)["name"] for line in spans.read_text().splitlines() if line.strip()}
     assert {"memory.append", "memory.get_context"} <= names

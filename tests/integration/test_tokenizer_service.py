@@ -70,6 +70,11 @@ async def test_health_and_reflection_list_the_services(tokenizer_service: Servic
     } <= names
 
 
+def test_a_service_cli_runs_its_process_on_uvloop(tokenizer_service: ServiceProcess) -> None:
+    """`clawdbot serve tokenizer` goes through shared/event_loop.py, not a plain asyncio.run."""
+    assert [line["event_loop"] for line in tokenizer_service.log_records("listening")] == ["uvloop"]
+
+
 async def test_chinese_round_trip_through_encode_and_detokenize_stream(
     tokenizer_service: ServiceProcess,
 ) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import uvloop
 
 from clawdbot.shared import event_loop
 from clawdbot.shared.config import ServiceSettings
+
+uvloop = pytest.importorskip("uvloop")  # no wheels on Windows, where pyproject leaves it out
 
 
 async def _loop_type() -> type:
