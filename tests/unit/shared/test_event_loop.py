@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
 from clawdbot.shared import event_loop
 from clawdbot.shared.config import ServiceSettings
 
-uvloop = pytest.importorskip("uvloop")  # no wheels on Windows, where pyproject leaves it out
+if sys.platform == "win32":  # no uvloop wheels there, and pyproject leaves it out
+    pytest.skip("uvloop does not exist on Windows", allow_module_level=True)
+
+import uvloop
 
 
 async def _loop_type() -> type:
