@@ -27,6 +27,9 @@ def kv_groups(config: ModelConfig) -> list[int]:
 class Decoder(nn.Module):
     """Llama / Mistral / Qwen2 decoder over a flat token batch and a paged KV cache."""
 
+    layer_class: type[nn.Module] = DecoderLayer
+    norm_class: type[RMSNorm] = RMSNorm
+
     def __init__(self, config: ModelConfig, backend: AttentionBackend = torch_paged_attention) -> None:
         super().__init__()
         self.config = config
@@ -35,10 +38,15 @@ class Decoder(nn.Module):
         groups = kv_groups(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            DecoderLayer(config, groups.index(window)) for window in config.layer_windows
+            self.layer_class(config, groups.index(window)) for window in config.layer_windows
         )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = self.norm_class(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.build_rope()
+
+    def build_rope(self) -> None:
+        """The RoPE tables (computed, never loaded: the loader calls this again after `to_empty`)."""
+        config = self.config
         self.rotary = RotaryEmbedding(config.rope, config.head_dim, config.max_position_embeddings)
 
     def tie_weights(self) -> None:

@@ -18,7 +18,6 @@ from safetensors import safe_open
 
 from clawdbot.services.inference.config import ModelConfig, load_config
 from clawdbot.services.inference.model.decoder import Decoder
-from clawdbot.services.inference.model.rope import RotaryEmbedding
 from clawdbot.services.inference.quant import DEFAULT_GROUP_SIZE, prepare_kernels, quantize_model
 from clawdbot.shared.errors import InvalidArgument
 
@@ -31,6 +30,15 @@ _FUSED = {
     "mlp.up_proj": ("mlp.gate_up_proj", 1),
 }
 _IGNORED = re.compile(r"rotary_emb\.inv_freq$")
+# A multimodal Gemma 3 checkpoint (Gemma3ForConditionalGeneration): the text decoder sits under
+# `model.language_model.` (transformers 5) or `language_model.model.` (4.x); its vision tower and
+# projector are not ours to serve.
+_MULTIMODAL = (
+    ("model.language_model.", "model."),
+    ("language_model.model.", "model."),
+    ("language_model.lm_head.", "lm_head."),
+)
+_VISION = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector)\.")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -67,6 +75,10 @@ def _slices(config: ModelConfig, fused: str) -> list[int]:
 
 def _hf_target(config: ModelConfig, name: str) -> tuple[str, int | None]:
     """Our parameter name for an HF tensor name, and the shard index inside a fused one."""
+    if config.architecture == "gemma3_text":
+        for prefix, replacement in _MULTIMODAL:
+            if name.startswith(prefix):
+                name = replacement + name.removeprefix(prefix)
     if name == "model.embed_tokens.weight":
         return "embed_tokens.weight", None
     if name == "model.norm.weight":
@@ -88,7 +100,7 @@ def _load_hf(model: Decoder, config: ModelConfig, folder: Path) -> None:
     params = dict(model.named_parameters(remove_duplicate=False))
     seen: set[str] = set()
     for file, name, tensor in iter_tensors(folder):
-        if _IGNORED.search(name):
+        if _IGNORED.search(name) or (config.architecture == "gemma3_text" and _VISION.match(name)):
             continue
         target, part = _hf_target(config, name)
         if target not in params:
@@ -143,6 +155,15 @@ def _load_quantized(model: Decoder, folder: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def decoder_class(config: ModelConfig) -> type[Decoder]:
+    """Our decoder for the config's family: the Llama-style one, or Gemma 3's subclass."""
+    if config.architecture == "gemma3_text":
+        from clawdbot.services.inference.model.gemma import GemmaDecoder
+
+        return GemmaDecoder
+    return Decoder
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto` is bf16 on CUDA and fp32 on the CPU (where fp32 matmuls are the fast ones)."""
     if name == "auto":
@@ -172,7 +193,7 @@ def load_model(
     # millions of weights that the checkpoint overwrites anyway cost seconds. Every tensor is then
     # loaded (missing ones are an error), and the RoPE table, which is computed, is rebuilt.
     with torch.device("meta"):
-        model = Decoder(config)
+        model = decoder_class(config)(config)
     model.requires_grad_(False)
     saved = config.quantization
     if saved is not None:
@@ -185,7 +206,7 @@ def load_model(
             empty=True,
         )
     model.to_empty(device="cpu")
-    model.rotary = RotaryEmbedding(config.rope, config.head_dim, config.max_position_embeddings)
+    model.build_rope()
     if saved is not None:
         _load_quantized(model, folder)
         if not saved.get("lm_head", False):
