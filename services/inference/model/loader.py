@@ -182,8 +182,15 @@ def load_model(
     lm_head: str = "16bit",
     group_size: int = DEFAULT_GROUP_SIZE,
 ) -> tuple[Decoder, ModelConfig]:
-    """Our decoder with the folder's weights, on `device`, quantized as asked (or as saved)."""
+    """Our decoder with the folder's weights, on `device`, quantized as asked (or as saved).
+
+    `folder` may also be a `.gguf` file: it is converted once into a cached HF folder (model/gguf.py).
+    """
     folder = Path(folder)
+    if folder.suffix == ".gguf" and folder.is_file():
+        from clawdbot.services.inference.model.gguf import hf_folder
+
+        folder = hf_folder(folder)
     config = load_config(folder)
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
