@@ -282,3 +282,15 @@ def test_int4_load_stays_close(tmp_path: Path) -> None:
     targets = torch.tensor(text[1:])
     drift = (F.cross_entropy(int4[:-1], targets) - F.cross_entropy(full[:-1], targets)).exp().item() - 1
     assert agreement >= 0.9 and abs(drift) <= 0.05, (agreement, drift)
+
+
+def test_quantized_folder_reloads_to_the_same_logits(tmp_path: Path) -> None:
+    """`clawdbot quantize` of a Gemma folder loads back without re-quantizing, to the same logits."""
+    from clawdbot.services.inference.model.save import quantize_folder
+
+    tiny_gemma(tmp_path / "src", seed=1, hidden_size=128, intermediate_size=256)
+    sizes = quantize_folder(tmp_path / "src", tmp_path / "dst", dtype="float32")
+    assert int(sizes["quantized_bytes"]) < 0.6 * int(sizes["source_bytes"])
+    prompt = prompt_of(30)
+    in_memory = prefill_logits(tmp_path / "src", prompt, [30], quantization="int4")
+    assert torch.equal(prefill_logits(tmp_path / "dst", prompt, [30]), in_memory)
