@@ -294,3 +294,59 @@ def test_quantized_folder_reloads_to_the_same_logits(tmp_path: Path) -> None:
     prompt = prompt_of(30)
     in_memory = prefill_logits(tmp_path / "src", prompt, [30], quantization="int4")
     assert torch.equal(prefill_logits(tmp_path / "dst", prompt, [30]), in_memory)
+
+
+def test_published_config_shapes_parse() -> None:
+    """gemma-3-270m's config.json (transformers 4.55 keys) and gemma-3-4b-it's multimodal one, whose
+    `text_config` names only what differs from Gemma3TextConfig's defaults."""
+    from clawdbot.services.inference.config import parse_config
+
+    pattern = ["sliding_attention"] * 5 + ["full_attention"]
+    small = parse_config(
+        {
+            "architectures": ["Gemma3ForCausalLM"],
+            "model_type": "gemma3_text",
+            "attn_logit_softcapping": None,
+            "final_logit_softcapping": None,
+            "head_dim": 256,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "hidden_size": 640,
+            "intermediate_size": 2048,
+            "layer_types": pattern * 3,
+            "max_position_embeddings": 32768,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 18,
+            "num_key_value_heads": 1,
+            "query_pre_attn_scalar": 256,
+            "rms_norm_eps": 1e-06,
+            "rope_local_base_freq": 10000.0,
+            "rope_scaling": None,
+            "rope_theta": 1000000.0,
+            "sliding_window": 512,
+            "use_bidirectional_attention": False,
+            "vocab_size": 262144,
+        }
+    )
+    assert small.layer_windows == (512,) * 5 + (0,) + (512,) * 5 + (0,) + (512,) * 5 + (0,)
+    assert (small.num_heads, small.num_kv_heads, small.head_dim, small.attention_scale) == (4, 1, 256, 1 / 16)
+    assert small.rope.theta == 1e6 and small.local_rope is not None and small.local_rope.theta == 1e4
+    multimodal = parse_config(
+        {
+            "architectures": ["Gemma3ForConditionalGeneration"],
+            "model_type": "gemma3",
+            "eos_token_id": [1, 106],
+            "text_config": {
+                "hidden_size": 2560,
+                "intermediate_size": 10240,
+                "model_type": "gemma3_text",
+                "num_hidden_layers": 34,
+                "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                "sliding_window": 1024,
+            },
+            "vision_config": {"hidden_size": 1152},
+        }
+    )
+    assert (multimodal.num_layers, multimodal.num_heads, multimodal.num_kv_heads) == (34, 8, 4)
+    assert (multimodal.rope.kind, multimodal.rope.factor) == ("linear", 8.0)
+    assert multimodal.layer_windows[:6] == (1024,) * 5 + (0,) and multimodal.eos_token_ids == (1, 106)
+    assert multimodal.vocab_size == 262208 and multimodal.tie_word_embeddings
