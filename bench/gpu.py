@@ -29,6 +29,11 @@ Prints one JSON object (and writes it to --out):
   hold, and with a fixed `--stream-interval-ms 20`;
   grpc-pacing-N: the service with `--stream-pacing-us N`; grpc-quiet-N: with
   `--decode-chain-quiet-ms N`.
+- core-grounded (only when named): grounded decoding's cost. The core-int4 load on the same weights
+  with a word-level tokenizer.json beside them (digits at ids 15-24), in one core process: a single
+  stream and three 256-request loads with every request grounded on its own ~250-character order
+  record full of numbers, each paired with the same load ungrounded (order alternating); the
+  medians and the on/off ratios of tokens/s (the issue's bound: >= 0.95).
 - core-steps1, grpc-steps1 (only when named): the core section and the grpc section with one
   decode step a launch (`decode_steps` 1, the engine before chained decode steps).
 """
@@ -40,6 +45,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -53,7 +59,7 @@ import torch
 
 from bench.engine import make_prompts
 from clawdbot.services.inference.builder import build_engine, warm_up
-from clawdbot.services.inference.dummy import write_dummy
+from clawdbot.services.inference.dummy import write_digit_tokenizer, write_dummy
 from clawdbot.services.inference.engine import Engine
 from clawdbot.services.inference.engine_client import EngineClient
 from clawdbot.services.inference.events import StepEvent
@@ -94,12 +100,22 @@ async def drain(
 
 
 async def load_test(
-    engine: EngineHandle, prompts: list[list[int]], gen: int, tag: str, pace: float = 0.0
+    engine: EngineHandle,
+    prompts: list[list[int]],
+    gen: int,
+    tag: str,
+    pace: float = 0.0,
+    groundings: list[str] | None = None,
 ) -> dict[str, Any]:
     params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
     cpu = time.process_time()
     start = time.perf_counter()
-    queues = [engine.submit(Sequence(f"{tag}-{i}", list(p), params)) for i, p in enumerate(prompts)]
+    queues = [
+        engine.submit(
+            Sequence(f"{tag}-{i}", list(p), params, grounding=groundings[i] if groundings else None)
+        )
+        for i, p in enumerate(prompts)
+    ]
     results = await asyncio.gather(*(drain(q, start, pace) for q in queues))
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
@@ -325,13 +341,16 @@ async def core_counters(client: EngineClient) -> dict[str, float]:
     }
 
 
-async def core_load(client: EngineClient, seed: int, quant: str, pace: float) -> dict[str, Any]:
+async def core_load(
+    client: EngineClient, seed: int, quant: str, pace: float, groundings: list[str] | None = None
+) -> dict[str, Any]:
     """One 256-request load on fresh prompts (no prefix-cache hits), with what the core did meanwhile:
     its steps, the share of its wall time spent waiting for the device (near 1: the GPU sets the
     pace; near 0: the host does) and its CPU seconds."""
     prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=seed)
     before, cpu_before = await core_counters(client), process_cpu_seconds(client.process.pid)["server"]
-    result = await load_test(client, prompts, OUTPUT, f"b{seed}-{quant}", pace)
+    tag = f"b{seed}-{quant}" + ("-grounded" if groundings else "")
+    result = await load_test(client, prompts, OUTPUT, tag, pace, groundings)
     after, cpu_after = await core_counters(client), process_cpu_seconds(client.process.pid)["server"]
     steps = after["steps"] - before["steps"]
     result["consumer_pace_ms"] = pace * 1e3
@@ -370,6 +389,68 @@ async def ours_core(folder: Path, quant: str, **overrides: Any) -> dict[str, Any
             "concurrent_256": loads[0],
             "concurrent_256_repeats": loads[1:],
             "concurrent_256_paced_consumer": paced,
+            "engine_pid": client.process.pid,
+        }
+    finally:
+        await client.stop()
+
+
+def order_record(seed: int) -> str:
+    """~250 characters of an order's facts with a few dozen numbers (ids, dates, money, phone)."""
+    draw = random.Random(seed)
+    order, tracking = draw.randrange(10**13, 10**14), draw.randrange(10**12, 10**13)
+    price, count = draw.randrange(1000, 99999) / 100, draw.randrange(1, 9)
+    day = f"2026-{draw.randrange(1, 13):02d}-{draw.randrange(1, 29):02d}"
+    return (
+        f"订单号 {order}，下单 {day} {draw.randrange(24):02d}:{draw.randrange(60):02d}，商品 {count} 件，"
+        f"单价 {price:.2f} 元，实付 {price * count:.2f} 元。运单 SF{tracking}，预计 {draw.randrange(1, 31)} 日送达。"
+        f"Order {order} placed {day}; {count} x item {draw.randrange(10**5, 10**6)} at {price:.2f}, "
+        f"paid {price * count:.2f}. Tracking SF{tracking}. Support 400-{draw.randrange(100, 999)}-"
+        f"{draw.randrange(1000, 9999)}, room {draw.randrange(100, 999)}, code {draw.randrange(10**5, 10**6)}."
+    )
+
+
+def grounded_copy(folder: Path) -> Path:
+    """The same weights (symlinked) with a word-level tokenizer.json whose ids 15-24 are the digits."""
+    copy = folder.parent / f"{folder.name}-grounded"
+    copy.mkdir(exist_ok=True)
+    for item in folder.iterdir():
+        target = copy / item.name
+        if not target.exists():
+            target.symlink_to(item.resolve())
+    return write_digit_tokenizer(copy)
+
+
+async def grounded_core(folder: Path, quant: str) -> dict[str, Any]:
+    """core-int4's load with every request grounded vs the same load ungrounded, one core process."""
+    client = await EngineClient.spawn(core_settings(grounded_copy(folder), quant))
+    try:
+        assert client.info.grounding, "the core cannot ground: no digit tokens"
+        prompts = make_prompts(CONCURRENT, PROMPT, 32000, seed=1)
+        single = {
+            "off": await load_test(client, prompts[:1], OUTPUT, f"s-{quant}-off"),
+            "on": await load_test(client, prompts[:1], OUTPUT, f"s-{quant}-on", groundings=[order_record(0)]),
+        }
+        loads: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+        for seed in (1, 2, 3):
+            records = [order_record(1000 * seed + i) for i in range(CONCURRENT)]
+            order = ("off", "on") if seed % 2 else ("on", "off")
+            for mode in order:
+                grounding = records if mode == "on" else None
+                loads[mode].append(await core_load(client, seed, f"{quant}-{mode}", 0.0, grounding))
+        rates = {
+            mode: statistics.median(r["output_tokens_per_s"] for r in runs) for mode, runs in loads.items()
+        }
+        single_ms = {mode: r["decode_ms_per_token"] for mode, r in single.items()}
+        return {
+            "single_stream": single,
+            "concurrent_256": loads,
+            "tokens_per_s_median": rates,
+            "on_vs_off_tokens_per_s": round(rates["on"] / rates["off"], 4),
+            "single_stream_on_vs_off_ms_per_token": (
+                round(single_ms["on"] / single_ms["off"], 4) if single_ms["on"] and single_ms["off"] else None
+            ),
+            "grounding_chars": statistics.mean(len(order_record(i)) for i in range(CONCURRENT)),
             "engine_pid": client.process.pid,
         }
     finally:
@@ -680,6 +761,7 @@ def main() -> None:
             "ours-bf16": lambda: asyncio.run(ours(folder, "none")),
             "core-int4": lambda: asyncio.run(ours_core(folder, "int4")),
             "core-int4-steps1": lambda: asyncio.run(ours_core(folder, "int4", decode_steps=1)),
+            "core-grounded": lambda: asyncio.run(grounded_core(folder, "int4")),
             "grpc": lambda: grpc_numbers(folder, logs_folder(), name),
             "grpc-in-process": lambda: grpc_numbers(folder, logs_folder(), name, ("--in-process",)),
             "grpc-unpaced": lambda: grpc_numbers(folder, logs_folder(), name, UNPACED),
@@ -734,13 +816,14 @@ def main() -> None:
 
     try:
         folder = write_dummy("ref-336m", work / "ref-336m")
-        limits = {"correctness": 90, "transformers": 120, "long": 150}
+        limits = {"correctness": 90, "transformers": 120, "long": 150, "core-grounded": 240}
         groups = {
             "correctness": "correctness",
             "ours-int4": "ours",
             "ours-bf16": "ours",
             "core-int4": "core",
             "core-int4-steps1": "core-steps1",
+            "core-grounded": "core-grounded",
             "transformers": "hf",
             "grpc": "grpc",
             "grpc-in-process": "grpc-in-process",

@@ -7,6 +7,7 @@ service's own process with `engine_process: false`; benchmarks call it directly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import tempfile
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 import torch
 
 from clawdbot.services.inference.config import ModelConfig
-from clawdbot.services.inference.dummy import write_dummy
+from clawdbot.services.inference.dummy import write_digit_tokenizer, write_dummy
 from clawdbot.services.inference.engine import Engine, EngineConfig
 from clawdbot.services.inference.gpu import accelerate, kv_blocks_for_gpu
+from clawdbot.services.inference.grounding import DigitTokens
 from clawdbot.services.inference.model.loader import load_model, resolve_dtype
 from clawdbot.services.inference.sequence import SamplingParams
 from clawdbot.services.inference.settings import InferenceSettings
@@ -24,6 +26,7 @@ from clawdbot.services.inference.validation import Limits
 from clawdbot.shared.errors import InvalidArgument
 from clawdbot.v1 import inference_pb2
 
+log = logging.getLogger("clawdbot.inference")
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -32,7 +35,8 @@ def model_folder(settings: InferenceSettings) -> Path:
         return settings.model
     if settings.dummy is not None:
         folder = Path(tempfile.mkdtemp(prefix=f"clawdbot-dummy-{settings.dummy}-"))
-        return write_dummy(settings.dummy, folder)
+        write_dummy(settings.dummy, folder)
+        return write_digit_tokenizer(folder)  # so that a dummy model can ground requests too
     raise InvalidArgument("give a model folder (--model) or a dummy shape (--dummy)", field="model")
 
 
@@ -41,6 +45,20 @@ def quantization_label(config: ModelConfig, settings: InferenceSettings) -> str:
     if saved is not None:
         return f"int4-g{saved.get('group_size', 128)}"
     return f"int4-g{settings.group_size}" if settings.quantization == "int4" else "none"
+
+
+def digit_tokens(folder: Path) -> DigitTokens | None:
+    """What each token of the model folder's tokenizer.json does to digit runs (grounded decoding),
+    or None when it has none or cannot write every digit as one token (grounding is then unavailable)."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        log.warning("no tokenizer.json in the model folder: grounded requests will be refused")
+        return None
+    digits = DigitTokens.from_tokenizer_file(path)
+    if not digits.complete:
+        log.warning("the tokenizer has no single token for some digit: grounded requests will be refused")
+        return None
+    return digits
 
 
 def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.ModelInfoResponse]:
@@ -76,9 +94,11 @@ def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.Mod
             prefix_caching=settings.prefix_caching,
             decode_steps=settings.decode_steps,
             chain_quiet_s=settings.decode_chain_quiet_ms / 1000,
+            grounding=settings.grounding,
         ),
         device,
         dtype,
+        digits=digit_tokens(folder) if settings.grounding else None,
     )
     accelerate(
         engine.runner,
@@ -101,6 +121,7 @@ def build_engine(settings: InferenceSettings) -> tuple[Engine, inference_pb2.Mod
         kv_block_size=settings.block_size,
         kv_capacity_tokens=engine.capacity_tokens,
         max_num_seqs=settings.max_num_seqs,
+        grounding=engine.grounding == "on",
     )
     return engine, info
 
@@ -110,6 +131,8 @@ def engine_limits(engine: Engine) -> Limits:
         block_size=engine.engine_config.block_size,
         num_blocks=engine.num_blocks,
         full_attention=0 in engine.config.layer_windows,
+        grounding=engine.grounding,
+        grounding_digits=engine.runner.grounding.digit_tokens if engine.runner.grounding else frozenset(),
     )
 
 

@@ -7,6 +7,7 @@ folder, so the benchmark compares both engines on identical weights.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,4 +94,41 @@ def write_dummy(name: str, folder: str | Path, seed: int = 0, std: float = 0.02)
     save_file(
         hf_tensors(config, std, generator), str(folder / "model.safetensors"), metadata={"format": "pt"}
     )
+    return folder
+
+
+def word_names(count: int) -> list[str]:
+    """`count` distinct lower-case words without a digit: "a", "b", ..., "z", "aa", "ab", ..."""
+    names = []
+    for i in range(count):
+        name = ""
+        i += 1
+        while i:
+            i, rest = divmod(i - 1, 26)
+            name = chr(97 + rest) + name
+        names.append(name)
+    return names
+
+
+def write_digit_tokenizer(folder: str | Path, digit_ids: Sequence[int] = range(15, 25)) -> Path:
+    """A word-level tokenizer.json for a folder's vocabulary (config.json's `vocab_size`) in which
+    `digit_ids` are the tokens "0".."9" and every other token is a word without digits: enough for
+    the engine's digit table (grounded decoding) of a model with random weights. Ids 0-2 are
+    <unk>, <s>, </s> (the dummy shapes' bos / eos)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    folder = Path(folder)
+    vocab_size = json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    digits = dict(zip(digit_ids, "0123456789", strict=True))
+    names = iter(word_names(vocab_size))
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for token in range(3, vocab_size):
+        vocab[digits.get(token) or next(names)] = token
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
+    tokenizer.save(str(folder / "tokenizer.json"))
     return folder

@@ -25,12 +25,14 @@ import torch
 from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.events import StepEvent, TokenOutput
+from clawdbot.services.inference.grounding import DigitTokens, Trie, check_stop_ids
+from clawdbot.services.inference.grounding_mask import GroundingTables
 from clawdbot.services.inference.metrics import EngineMetrics
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
 from clawdbot.services.inference.model_runner import LaunchedStep, ModelRunner, kv_block_bytes
 from clawdbot.services.inference.scheduler import Batch, Scheduler, SchedulerConfig
 from clawdbot.services.inference.sequence import PENDING, Finish, SamplingParams, Sequence
-from clawdbot.shared.errors import AlreadyExists, Unavailable
+from clawdbot.shared.errors import AlreadyExists, FailedPrecondition, Unavailable
 
 log = logging.getLogger("clawdbot.inference.engine")
 SWITCH_INTERVAL_S = 0.0005
@@ -48,6 +50,7 @@ class EngineConfig:
     pipelined: bool = True  # launch step N+1 before reading step N's tokens (see Engine.step)
     decode_steps: int = 1  # decode steps one launch may chain (Scheduler._chain)
     chain_quiet_s: float = 0.05  # ... once no request has arrived for this long
+    grounding: bool = True  # apply requests' grounding (False: ignore it; InferenceSettings.grounding)
 
 
 @dataclass
@@ -83,7 +86,11 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         metrics: EngineMetrics | None = None,
+        digits: DigitTokens | None = None,
     ) -> None:
+        """`digits`: the vocabulary's digit tokens (from the model folder's tokenizer.json); without
+        them, with a vocabulary that cannot write every digit, or with an EOS id that writes one,
+        grounded requests are refused."""
         self.config = config
         self.engine_config = engine_config
         self.device = device
@@ -106,6 +113,13 @@ class Engine:
             config.eos_token_ids,
         )
         self.runner = ModelRunner(model, config, num_blocks, bs, device, dtype)
+        if (
+            engine_config.grounding
+            and digits is not None
+            and digits.complete
+            and not set(config.eos_token_ids) & digits.digits.keys()
+        ):
+            self.runner.grounding = GroundingTables(digits, config.vocab_size, device, self.runner._to_device)
         self.metrics = metrics or EngineMetrics()
         self.streams: dict[str, _Stream] = {}
         # Where events of requests queued by `add` (no asyncio stream) go, from the engine thread,
@@ -130,6 +144,14 @@ class Engine:
     @property
     def capacity_tokens(self) -> int:
         return self.num_blocks * self.engine_config.block_size
+
+    @property
+    def grounding(self) -> str:
+        """Whether grounded requests are grounded: "on"; "off" (the setting: their grounding is
+        ignored); "unavailable" (no digit tokens: no usable tokenizer.json; they are refused)."""
+        if not self.engine_config.grounding:
+            return "off"
+        return "on" if self.runner.grounding is not None else "unavailable"
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -169,6 +191,7 @@ class Engine:
     def _admit(self, seq: Sequence, stream: _Stream | None) -> None:
         if self._thread is None or self._stopping:
             raise Unavailable("the engine is not running")
+        self._ground(seq)
         with self._cv:
             if seq.request_id in self.seqs:
                 raise AlreadyExists("a request with this id is running", field="request_id")
@@ -178,6 +201,24 @@ class Engine:
                 self.streams[seq.request_id] = stream
             self._cv.notify_all()
         self.metrics.queue(len(self.scheduler.waiting), len(self.scheduler.running))
+
+    def _ground(self, seq: Sequence) -> None:
+        """Make a grounded request's trie (once, here, off the engine thread), or drop its grounding
+        when the setting is off. Validation has checked the caps; `Trie.of` checks them again."""
+        if seq.grounding is None or seq.trie is not None:
+            return
+        status = self.grounding
+        if status == "off":
+            seq.grounding = None
+        elif status == "unavailable":
+            raise FailedPrecondition(
+                "this model folder has no tokenizer.json that writes every digit 0-9 as one token",
+                field="grounding",
+            )
+        else:
+            assert self.runner.grounding is not None
+            check_stop_ids(seq.params.stop_token_ids, self.runner.grounding.digit_tokens)
+            seq.trie = Trie.of(seq.grounding)
 
     def abort(self, request_id: str) -> int:
         """End a request at the next step boundary; returns the step count when it was queued.
@@ -231,6 +272,7 @@ class Engine:
                     waiting = [s for s in self.scheduler.waiting if s.token_ids[-1] == PENDING]
                     for seq in [*self.scheduler.running, *waiting]:
                         self.scheduler.finish(seq, Finish.ABORT)
+                        self.runner.release(seq)
                         self.seqs.pop(seq.request_id, None)
                         self._emit(seq, StepEvent(error=f"{type(exc).__name__}: {exc}"))
                 self._flush()
@@ -319,6 +361,7 @@ class Engine:
 
     def _finish_event(self, seq: Sequence, tokens: list[TokenOutput]) -> None:
         self.metrics.finished(seq)
+        self.runner.release(seq)
         self.seqs.pop(seq.request_id, None)  # before the event: whoever sees it may reuse the id
         self._emit(
             seq,

@@ -137,7 +137,15 @@ class EngineClient:
         queue: asyncio.Queue[StepEvent] = asyncio.Queue()
         self._queues[seq.request_id] = queue
         self._channel.send(
-            Add(seq.request_id, seq.token_ids, seq.params, seq.priority, seq.deadline, seq.arrival_time)
+            Add(
+                seq.request_id,
+                seq.token_ids,
+                seq.params,
+                seq.priority,
+                seq.deadline,
+                seq.arrival_time,
+                seq.grounding,
+            )
         )
         return queue
 

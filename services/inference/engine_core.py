@@ -57,6 +57,7 @@ def serve(engine: Engine, channel: BlockingChannel) -> None:
                 priority=message.priority,
                 deadline=message.deadline,
                 arrival_time=message.arrival_time,
+                grounding=message.grounding,
             )
             try:
                 engine.add(seq)

@@ -22,6 +22,7 @@ from clawdbot.services.inference.attention import AttentionMetadata, GroupMetada
 from clawdbot.services.inference.block_manager import BlockManager
 from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.events import TokenOutput
+from clawdbot.services.inference.grounding_mask import NEG_INF, GroundingRows, GroundingTables
 from clawdbot.services.inference.kernels.paged_attention import prefill_tiles, tile_capacity
 from clawdbot.services.inference.model.decoder import Decoder, kv_groups
 from clawdbot.services.inference.sampler import SamplingTensors, sample
@@ -41,6 +42,7 @@ class _BatchMix:
     min_tokens: bool  # some row has min_tokens (suppression may apply)
     penalties: bool
     top_logprobs: int  # max alternatives any row asked for; -1 = no logprobs at all
+    grounded: bool  # some row is grounded
 
 
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -72,7 +74,11 @@ class ModelRunner:
         self._no_rows = torch.zeros(0, dtype=torch.long, device=device)
         self._no_rows_f = torch.zeros(0, dtype=torch.float32, device=device)
         self._mix_of: list[Sequence] = []  # the batch `_mix` describes
-        self._mix = _BatchMix(all_greedy=True, min_tokens=False, penalties=False, top_logprobs=-1)
+        self._mix = _BatchMix(
+            all_greedy=True, min_tokens=False, penalties=False, top_logprobs=-1, grounded=False
+        )
+        self.grounding: GroundingTables | None = None  # set by the engine when it can ground requests
+        self._grounding_rows: GroundingRows | None = None  # of the batch `_mix` describes
         self._in_flight_tokens: torch.Tensor | None = None  # the last launched step's samples (device)
         self._arange = torch.arange(256, device=device)
         shape = (num_blocks, block_size, config.num_kv_heads, config.head_dim)
@@ -218,7 +224,13 @@ class ModelRunner:
                 min_tokens=any(p.min_tokens for p in params),
                 penalties=any(p.needs_penalties for p in params),
                 top_logprobs=max((p.top_logprobs for p in params if p.logprobs), default=-1),
+                grounded=any(s.trie is not None for s in seqs),
             )
+            self._grounding_rows = None
+            if self._mix.grounded:
+                assert self.grounding is not None, "a grounded request in an engine that cannot ground"
+                tables = self.grounding
+                self._grounding_rows = tables.rows(self._tensor([tables.slot(s) for s in seqs]))
         mix = self._mix
         if mix.all_greedy:
             none, nothing = self._no_rows, self._no_rows_f
@@ -254,7 +266,13 @@ class ModelRunner:
             t.seen = self._occurrences([s.token_ids for s in seqs], self.config.vocab_size) > 0
             t.output_counts = self._occurrences([s.output_ids for s in seqs], self.config.vocab_size)
         t.num_top_logprobs = mix.top_logprobs
+        t.grounding = self._grounding_rows
         return t
+
+    def release(self, seq: Sequence) -> None:
+        """A finished request gives back what it held here (its grounding slot and trie nodes)."""
+        if self.grounding is not None:
+            self.grounding.release(seq)
 
     def _occurrences(self, token_lists: list[list[int]], vocab: int) -> torch.Tensor:
         """[B, V] counts via one scatter_add (padding goes to a spare column that is dropped)."""
@@ -455,6 +473,8 @@ class LaunchedStep:
                 item.logprob = chosen[row]
                 n = seq.params.top_logprobs
                 if n and top_ids is not None and top_lps is not None:
-                    item.top = list(zip(top_ids[row][:n], top_lps[row][:n], strict=True))
+                    # A grounded row may allow fewer than n tokens: the refused ones (-inf) are left out.
+                    top = zip(top_ids[row][:n], top_lps[row][:n], strict=True)
+                    item.top = [(token, logprob) for token, logprob in top if logprob != NEG_INF]
             results.append(item)
         return results

@@ -1,4 +1,5 @@
-"""Batched sampling on the device: penalties, temperature, top-k / top-p / min-p, seeded noise, logprobs.
+"""Batched sampling on the device: grounding, penalties, temperature, top-k / top-p / min-p, seeded
+noise, logprobs.
 
 One call samples the whole batch with tensor ops. Randomness is counter-based: the Gumbel noise for
 (seed, step, token id) comes from an integer hash, so a request's draws depend on its own seed and
@@ -8,8 +9,12 @@ position only, never on what else shares the batch, and no per-request generator
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from clawdbot.services.inference.grounding_mask import GroundingRows
 
 _M32 = 0xFFFFFFFF
 
@@ -32,6 +37,7 @@ class SamplingTensors:
     output_counts: torch.Tensor | None = None  # [B, V] float: occurrences in the output
     num_top_logprobs: int = 0  # max alternatives any row asked for; -1 = no logprobs at all
     all_greedy: bool = False  # known on the host: skip the sampling path without asking the device
+    grounding: GroundingRows | None = None  # some row is grounded (grounding_mask.py)
 
 
 @dataclass
@@ -87,7 +93,15 @@ def filter_logits(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
 
 
 def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
-    """Next tokens for a batch of fp32 logits [B, V]."""
+    """Next tokens for a batch of fp32 logits [B, V].
+
+    Grounded rows first get the grounding mask (what the constraint refuses to -inf) and their
+    automaton state is advanced by the token drawn; their logprobs are those of the masked logits,
+    the distribution the token was drawn from before penalties and temperature.
+    """
+    grounded_step = None
+    if t.grounding is not None:
+        logits, grounded_step = t.grounding.mask(logits)
     raw = logits
     if t.suppress is not None:
         # Padding (-1) goes to a spare column that is dropped: no boolean-mask indexing, which would
@@ -107,6 +121,8 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
         gumbel = -torch.log(-torch.log(uniform_noise(t.seeds, t.steps, logits.shape[-1])))
         sampled = (scaled.double() + gumbel).argmax(dim=-1)
         tokens = torch.where(greedy, greedy_tokens, sampled)
+    if t.grounding is not None and grounded_step is not None:
+        t.grounding.advance(tokens, grounded_step)
     out = SamplerOutput(tokens=tokens)
     if t.num_top_logprobs >= 0:
         logprobs = raw.log_softmax(dim=-1)

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
+from clawdbot.services.inference.grounding import Trie
+
 
 class Status(Enum):
     WAITING = "waiting"
@@ -75,6 +77,8 @@ class Sequence:
     last_token_time: float | None = None
     admitted: bool = False  # has been admitted at least once (prefix lookup done)
     pending_row: int = -1  # while token_ids ends with PENDING: its row in the in-flight step's samples
+    grounding: str | None = None  # grounded decoding's text (None: not grounded; grounding.py)
+    trie: Trie | None = None  # its digit runs, made by the engine when the request arrives
 
     def __post_init__(self) -> None:
         if not self.num_prompt:

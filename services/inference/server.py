@@ -13,7 +13,14 @@ from clawdbot.services.inference.config import ModelConfig
 from clawdbot.services.inference.events import StepEvent
 from clawdbot.services.inference.sequence import Finish, Sequence
 from clawdbot.services.inference.validation import Limits, build_sequence
-from clawdbot.shared.errors import AlreadyExists, ClawdbotError, ResourceExhausted, Unavailable
+from clawdbot.shared.errors import (
+    AlreadyExists,
+    ClawdbotError,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from clawdbot.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 FINISH = {
@@ -45,6 +52,9 @@ DEADLINE_MARGIN = 0.05  # seconds before a call's deadline by which held tokens 
 REFUSALS: dict[str, type[ClawdbotError]] = {
     "RESOURCE_EXHAUSTED": ResourceExhausted,
     "ALREADY_EXISTS": AlreadyExists,
+    # The core's own check of a request's grounding (validation refuses such requests first).
+    "FAILED_PRECONDITION": FailedPrecondition,
+    "INVALID_ARGUMENT": InvalidArgument,
 }
 
 

@@ -36,6 +36,10 @@ class InferenceSettings(ServiceSettings):
     # keep coming (a burst reaches the engine over ~100 ms) every step is a single one.
     decode_chain_quiet_ms: float = Field(default=50.0, ge=0.0)
     prefix_caching: bool = True
+    # Grounded decoding (docs/inference.md): apply a request's `grounding`, so that every digit run
+    # the model writes copies one of the grounding text. false: requests' grounding is ignored (an
+    # operator's switch; ModelInfo.grounding then says false).
+    grounding: bool = True
     gpu_memory_utilization: float = (
         0.9  # CUDA: share of the card for weights + KV cache (KV pool from what is free)
     )

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from clawdbot.services.inference.grounding import Trie, normalise
 
 
 def tiny_config(family: str, **overrides: Any) -> Any:
@@ -126,3 +129,48 @@ def record_chain_lengths(scheduler: Any) -> list[int]:
 
     scheduler.schedule = recording
     return seen
+
+
+def digit_vocabulary(size: int) -> list[bytes | None]:
+    """The bytes of each token of a made-up vocabulary for grounded decoding tests, where the
+    constraint has work at every step: about a third of the tokens are single digits, and every kind
+    of token the automaton treats apart is there. Ids 0-2 write nothing (special tokens: <unk>, <s>,
+    </s>); tiny models' EOS is 2."""
+    table: list[bytes | None] = [None, None, None]
+    table += [
+        b"12",  # several digits: refused
+        b"a7",  # a digit inside a word: refused
+        "２".encode() + b"x",  # a whole fullwidth digit with more: refused
+        "７".encode(),  # one fullwidth digit: the digit 7
+        b"\xef\xbc",  # the lead of a fullwidth character (their punctuation too)
+        b"\xef",
+        b"\xbc",
+        b"\xbc\x95",  # completes "５" after a lone EF
+        b"\x99abc",  # completes "９" after EF BC
+        "，".encode(),  # fullwidth comma: EF BC 8C
+        b" ",
+        b"-",
+        b".",
+        *(bytes([0x90 + d]) for d in range(10)),  # complete ０-９ after EF BC
+    ]
+    while len(table) < size:
+        i = len(table)
+        table.append(str(i % 10).encode() if i % 3 == 0 else b"w" if i % 3 == 1 else b"q ")
+    return table[:size]
+
+
+def written_text(tokens: list[int], table: list[bytes | None]) -> str:
+    """What a reply reads as (special tokens skipped, fullwidth digits normalised)."""
+    return normalise(b"".join(table[t] or b"" for t in tokens).decode("utf-8", errors="replace"))
+
+
+def runs_are_grounded(tokens: list[int], table: list[bytes | None], grounding: str, cut: bool) -> bool:
+    """Every maximal digit run of the reply is a complete run of `grounding`; with `cut` (the reply
+    ended by its length limit) the last may be the start of one."""
+    trie = Trie.of(grounding)
+    text = written_text(tokens, table)
+    for match in re.finditer(r"[0-9]+", text):
+        at_end = cut and match.end() == len(text)
+        if not (trie.leads_to_a_run(match.group()) if at_end else trie.accepts(match.group())):
+            return False
+    return True

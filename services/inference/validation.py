@@ -13,8 +13,9 @@ import uuid
 from dataclasses import dataclass
 
 from clawdbot.services.inference.config import ModelConfig
+from clawdbot.services.inference.grounding import check_stop_ids, grounding_problem
 from clawdbot.services.inference.sequence import SamplingParams, Sequence
-from clawdbot.shared.errors import InvalidArgument, require
+from clawdbot.shared.errors import FailedPrecondition, InvalidArgument, require
 from clawdbot.v1 import inference_pb2
 
 MAX_TOP_LOGPROBS = 20
@@ -27,6 +28,10 @@ class Limits:
     block_size: int
     num_blocks: int
     full_attention: bool  # some layer keeps every block, so the pool bounds a sequence's length
+    # Grounded decoding (Engine.grounding): "on"; "off" (the setting: requests' grounding is
+    # ignored); "unavailable" (the engine has no digit tokens: grounded requests are refused).
+    grounding: str = "unavailable"
+    grounding_digits: frozenset[int] = frozenset()  # the tokens that write one digit (when "on")
 
 
 def _finite(value: float, field: str) -> float:
@@ -115,6 +120,25 @@ def sampling_params(
     )
 
 
+def grounding_text(grounding: inference_pb2.Grounding, params: SamplingParams, limits: Limits) -> str | None:
+    """The text a request is grounded on, or None (not asked for, or the setting is off)."""
+    if not grounding.enabled:
+        return None
+    problem = grounding_problem(grounding.text)
+    if problem is not None:
+        raise InvalidArgument(problem, field="grounding.text")
+    if limits.grounding == "unavailable":
+        raise FailedPrecondition(
+            "this service cannot ground: its model folder has no tokenizer.json that writes every "
+            "digit as one token (ModelInfo.grounding says whether it can)",
+            field="grounding",
+        )
+    if limits.grounding == "off":
+        return None
+    check_stop_ids(params.stop_token_ids, limits.grounding_digits)
+    return grounding.text
+
+
 def build_sequence(
     request: inference_pb2.GenerateRequest,
     config: ModelConfig,
@@ -148,4 +172,5 @@ def build_sequence(
         params=params,
         priority=request.priority,
         deadline=deadline,
+        grounding=grounding_text(request.grounding, params, limits),
     )

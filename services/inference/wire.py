@@ -48,6 +48,7 @@ class Add(msgspec.Struct, tag=True, array_like=True):
     priority: int
     deadline: float | None  # time.monotonic(): one clock for every process of the machine
     arrival_time: float
+    grounding: str | None = None  # the grounding text; the core makes its trie
 
 
 class Abort(msgspec.Struct, tag=True, array_like=True):

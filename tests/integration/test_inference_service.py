@@ -8,6 +8,7 @@ the rest read what an operator reads: the core's metrics through the service.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clawdbot.services.inference.dummy import write_digit_tokenizer
 from clawdbot.services.inference.engine import Engine
 from clawdbot.services.inference.engine_client import EngineClient
 from clawdbot.services.inference.sequence import SamplingParams
@@ -384,5 +386,102 @@ async def test_a_stream_interval_groups_tokens_but_not_the_first(tmp_path: Path,
             prompt_of(10, seed=26), SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True), "ref"
         )
         assert tokens == reference
+    finally:
+        await stopped(service)
+
+
+# -- grounded decoding ---------------------------------------------------------------------------
+GROUNDING_TEXT = "订单 20261126 已发货，运单号 SF1420261123887，金额 199.00"
+
+
+def liked_digits(hf: Any, prompt: list[int]) -> list[int]:
+    """Ten tokens the model writes for `prompt` when free: made the digit tokens of the folder's
+    tokenizer, so that the free reply is full of invented numbers and the grounding has work."""
+    liked = list(dict.fromkeys(reference_greedy(hf, prompt, 64)))
+    extra = [t for t in range(3, 512) if t not in liked]
+    return (liked + extra)[:10]
+
+
+def runs_of(tokens: list[int], digits: list[int]) -> list[str]:
+    """The maximal digit runs of a reply, reading `digits[d]` as the digit d."""
+    value = {token: str(d) for d, token in enumerate(digits)}
+    return re.findall(r"[0-9]+", "".join(value.get(t, " ") for t in tokens))
+
+
+def grounded(
+    prompt: list[int], text: str, enabled: bool = True, **sampling: Any
+) -> inference_pb2.GenerateRequest:
+    req = request(prompt, **sampling)
+    req.grounding.CopyFrom(inference_pb2.Grounding(enabled=enabled, text=text))
+    return req
+
+
+@pytest.mark.parametrize("engine_process", [True, False], ids=["engine-process", "in-process"])
+async def test_a_grounded_reply_copies_only_numbers_of_its_grounding_through_grpc(
+    tmp_path: Path, port: int, engine_process: bool
+) -> None:
+    hf = tiny_model("mistral", tmp_path, seed=21)
+    prompt = prompt_of(20, seed=40)
+    digits = liked_digits(hf, prompt)
+    write_digit_tokenizer(tmp_path, digits)
+    service = await running_service(tmp_path, port, engine_process=engine_process)
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            assert (await stub.ModelInfo(inference_pb2.ModelInfoRequest(), timeout=10)).grounding
+            sampling = {"temperature": 0.0, "max_tokens": 64, "ignore_eos": True}
+            free, _ = await generate(stub, request(prompt, **sampling))
+            assert free == reference_greedy(hf, prompt, 64)
+            off, _ = await generate(stub, grounded(prompt, GROUNDING_TEXT, enabled=False, **sampling))
+            assert off == free  # disabled: the raw completion
+            allowed = set(re.findall(r"[0-9]+", GROUNDING_TEXT))
+            assert not set(runs_of(free, digits)) <= allowed  # the free reply invents numbers
+            tokens, last = await generate(stub, grounded(prompt, GROUNDING_TEXT, **sampling))
+            assert last.finish_reason == common_pb2.FINISH_REASON_LENGTH and len(tokens) == 64
+            runs = runs_of(tokens, digits)
+            cut = runs[-1:] if tokens[-1] in digits else []  # a run the length limit cut short
+            assert runs and set(runs[: len(runs) - len(cut)]) <= allowed, runs
+            assert all(any(run.startswith(c) for run in allowed) for c in cut)
+            seeded = {"temperature": 0.9, "seed": 7, "max_tokens": 64, "ignore_eos": True}
+            sampled, _ = await generate(stub, grounded(prompt, "no numbers here", **seeded))
+            assert len(sampled) == 64 and not any(t in digits for t in sampled)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await generate(stub, grounded(prompt, "1" * 70_000, **sampling))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert violation(err.value) == "grounding.text"
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await generate(stub, grounded(prompt, "1", stop_token_ids=[digits[3]], max_tokens=4))
+            assert violation(err.value) == "sampling.stop_token_ids[0]"
+    finally:
+        await stopped(service)
+
+
+async def test_grounding_is_refused_without_a_tokenizer_and_ignored_when_switched_off(
+    tmp_path: Path, port: int
+) -> None:
+    """A model folder without tokenizer.json cannot ground: FAILED_PRECONDITION naming the field
+    (ModelInfo says so first). With the setting off the grounding is ignored."""
+    hf = tiny_model("mistral", tmp_path, seed=21)
+    prompt = prompt_of(12, seed=41)
+    sampling = {"temperature": 0.0, "max_tokens": 16, "ignore_eos": True}
+    service = await running_service(tmp_path, port, engine_process=False)
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            assert not (await stub.ModelInfo(inference_pb2.ModelInfoRequest(), timeout=10)).grounding
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await generate(stub, grounded(prompt, GROUNDING_TEXT, **sampling))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert violation(err.value) == "grounding"
+    finally:
+        await stopped(service)
+    write_digit_tokenizer(tmp_path, liked_digits(hf, prompt))
+    service = await running_service(tmp_path, port, engine_process=False, grounding=False)
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            assert not (await stub.ModelInfo(inference_pb2.ModelInfoRequest(), timeout=10)).grounding
+            tokens, _ = await generate(stub, grounded(prompt, GROUNDING_TEXT, **sampling))
+            assert tokens == reference_greedy(hf, prompt, 16)
     finally:
         await stopped(service)

@@ -109,6 +109,7 @@ def test_events_and_metrics_reach_the_grpc_process_unchanged(
                 priority=st.integers(-10, 10),
                 deadline=st.none() | st.floats(0, 1e9),
                 arrival_time=st.floats(0, 1e9),
+                grounding=st.none() | st.text(max_size=200),
             ),
             st.builds(Abort, request_id=request_ids),
             st.builds(MetricsQuery, ask=st.integers(0, 1 << 30)),
@@ -123,7 +124,14 @@ def test_requests_reach_the_core_unchanged_and_in_order(messages: list[object]) 
 def test_ready_carries_the_model_config_and_limits() -> None:
     # The tiny test model's config, as the loader parses it, with a pre-quantized format on top.
     config = replace(parse_config(tiny_config("mistral").to_dict()), quantization={"group_size": 128})
-    ready = Ready(b"\x08\x01", config, Limits(block_size=16, num_blocks=257, full_attention=False))
+    limits = Limits(
+        block_size=16,
+        num_blocks=257,
+        full_attention=False,
+        grounding="on",
+        grounding_digits=frozenset(range(15, 25)),
+    )
+    ready = Ready(b"\x08\x01", config, limits)
     [back] = through_the_socket([ready], to_core=False)
     assert (
         back == ready
