@@ -1,9 +1,12 @@
 """`clawdbot eval FILE.jsonl`: score conversations through the whole mesh (the gateway's REST API).
 
 Each line is one conversation: {"id", "category", "lang", "turns": [{"user": "...", "expect": {...}}]}.
-Expectations of a turn, all optional: `contains` (phrases the reply must hold; case-insensitive),
-`intent` (the intent event's label), `tool` (a tool the plugins or the model called), `handoff`
-(true: a hand-off event; false: none). A turn passes when all its expectations hold. Every
+Expectations of a turn, all optional: `contains` (phrases the reply must all hold; case-insensitive),
+`contains_any` (at least one of them), `not_contains` (none of them), `lang` ("zh" / "en": the
+reply's language), `intent` (the intent event's label), `tool` (a tool the plugins or the model
+called), `handoff` (true: a hand-off event; false: none). A turn passes when all its expectations
+hold. The report also counts, per category, the replies the gateway replaced with its extractive
+answer (the `reply_replaced` event), which must stay a safety net, not the answer engine. Every
 conversation gets its own session id, so later turns see the earlier ones through memory.
 """
 
@@ -35,6 +38,8 @@ class TurnResult:
     checks: dict[str, bool]
     latency_s: float
     error: str = ""
+    lang: str = ""
+    replaced: bool = False
 
     @property
     def passed(self) -> bool:
@@ -51,6 +56,24 @@ class Report:
             table[r.category][0] += int(r.passed)
             table[r.category][1] += 1
         return {k: (v[0], v[1]) for k, v in sorted(table.items())}
+
+    def by_language(self) -> dict[str, tuple[int, int]]:
+        table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in self.results:
+            table[r.lang or "?"][0] += int(r.passed)
+            table[r.lang or "?"][1] += 1
+        return {k: (v[0], v[1]) for k, v in sorted(table.items())}
+
+    def replaced_by_category(self) -> dict[str, tuple[int, int]]:
+        table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in self.results:
+            table[r.category][0] += int(r.replaced)
+            table[r.category][1] += 1
+        return {k: (v[0], v[1]) for k, v in sorted(table.items())}
+
+    @property
+    def replaced_share(self) -> float:
+        return sum(r.replaced for r in self.results) / max(1, len(self.results))
 
     def by_check(self) -> dict[str, tuple[int, int]]:
         table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -72,6 +95,15 @@ class Report:
                 k: {"passed": p, "total": t, "accuracy": round(p / t, 4)}
                 for k, (p, t) in self.by_category().items()
             },
+            "by_language": {
+                k: {"passed": p, "total": t, "accuracy": round(p / t, 4)}
+                for k, (p, t) in self.by_language().items()
+            },
+            "replaced_share": round(self.replaced_share, 4),
+            "replaced_by_category": {
+                k: {"replaced": n, "total": t, "share": round(n / t, 4)}
+                for k, (n, t) in self.replaced_by_category().items()
+            },
             "by_check": {
                 k: {"passed": p, "total": t, "accuracy": round(p / t, 4)}
                 for k, (p, t) in self.by_check().items()
@@ -80,11 +112,24 @@ class Report:
         }
 
 
+def reply_language(reply: str) -> str:
+    """ "zh" when a third or more of the letters are Chinese characters, else "en"."""
+    letters = [c for c in reply if c.isalpha()]
+    cjk = sum(1 for c in letters if "\u3400" <= c <= "\u9fff")
+    return "zh" if letters and cjk / len(letters) >= 0.3 else "en"
+
+
 def score_turn(expect: dict[str, Any], reply: str, events: list[dict[str, Any]]) -> dict[str, bool]:
     checks: dict[str, bool] = {}
     lowered = reply.lower()
     for phrase in expect.get("contains", []):
         checks[f"contains:{phrase}"] = phrase.lower() in lowered
+    if expect.get("contains_any"):
+        checks["contains_any"] = any(p.lower() in lowered for p in expect["contains_any"])
+    for phrase in expect.get("not_contains", []):
+        checks[f"not_contains:{phrase}"] = phrase.lower() not in lowered
+    if expect.get("lang") in ("zh", "en"):
+        checks["lang"] = reply_language(reply) == expect["lang"]
     if "intent" in expect:
         intents = {e.get("data", {}).get("intent") for e in events if e.get("type") == "intent"}
         checks["intent"] = expect["intent"] in intents
@@ -132,6 +177,8 @@ async def run_conversation(
                 checks,
                 round(time.perf_counter() - started, 3),
                 error,
+                turn.get("expect", {}).get("lang") or conv.get("lang", ""),
+                any(e.get("type") == "reply_replaced" for e in events),
             )
         )
     return results
@@ -164,12 +211,20 @@ async def evaluate(
 
 
 def print_report(report: Report, console: Console) -> None:
-    table = Table(title=f"accuracy {report.accuracy:.1%} over {len(report.results)} turns")
+    title = (
+        f"accuracy {report.accuracy:.1%} over {len(report.results)} turns; "
+        f"{report.replaced_share:.1%} replaced by the extractive answer"
+    )
+    table = Table(title=title)
     table.add_column("category")
     table.add_column("passed", justify="right")
     table.add_column("accuracy", justify="right")
+    table.add_column("replaced", justify="right")
+    replaced = report.replaced_by_category()
     for category, (passed, total) in report.by_category().items():
-        table.add_row(category, f"{passed}/{total}", f"{passed / total:.0%}")
+        table.add_row(category, f"{passed}/{total}", f"{passed / total:.0%}", f"{replaced[category][0]}")
+    for lang, (passed, total) in report.by_language().items():
+        table.add_row(f"[lang {lang}]", f"{passed}/{total}", f"{passed / total:.0%}", "")
     console.print(table)
 
 

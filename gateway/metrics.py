@@ -32,4 +32,9 @@ INTER_TOKEN = Histogram(
 )
 TOKENS = Counter("clawdbot_gateway_tokens_total", "Prompt and completion tokens", ["kind"])
 ACTIVE_STREAMS = Gauge("clawdbot_gateway_active_streams", "Replies streaming right now", ["api"])
+REPLIES_REPLACED = Counter(
+    "clawdbot_gateway_replies_replaced_total",
+    "Model replies that failed verification and were replaced by the extractive answer",
+    ["reason"],
+)
 TURNS = Counter("clawdbot_gateway_turns_total", "Chat turns by how they ended", ["api", "finish_reason"])

@@ -114,6 +114,8 @@ class ChatCompletionRequest(_Strict):
     user: str | None = Field(default=None, max_length=256)
     session_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     return_token_ids: bool = False
+    grounding: bool | None = None  # Clawdbot: numbers only from the prompt (unset: the server's setting)
+    verify: bool | None = None  # Clawdbot: verify the reply, fall back to the extractive answer
 
     @model_validator(mode="after")
     def _checks(self) -> ChatCompletionRequest:
@@ -244,6 +246,8 @@ def to_chat_request(
         user=body.user or "",
         session_id=session_id or body.session_id or "",
         return_token_ids=body.return_token_ids,
+        grounding=body.grounding,
+        verify=body.verify,
         tenant=tenant,
     )
     if body.temperature is not None:

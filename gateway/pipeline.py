@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry import trace
 from opentelemetry.context import Context
 
 from clawdbot.gateway import metrics
@@ -35,6 +36,7 @@ from clawdbot.gateway.summary import refresh_summary
 from clawdbot.gateway.textstream import StreamOutcome, TextPiece, detokenized, filtered, until_stop
 from clawdbot.gateway.toolcalls import ToolCallScanner
 from clawdbot.gateway.upstreams import ModelFacts, Upstreams
+from clawdbot.gateway.verify import AnswerPlan, ReplyGuard, has_cjk
 from clawdbot.shared.errors import InvalidArgument, NotFound
 from clawdbot.shared.telemetry import tracer
 from clawdbot.v1 import chat_pb2, common_pb2, inference_pb2, memory_pb2, plugins_pb2, tokenizer_pb2
@@ -45,7 +47,9 @@ MAX_TOOL_ROUNDS = 3  # plugin tools run inside the turn at most this many times
 PREFIX_IDS = 4  # prompt ids handed to the detokenizer so the first delta's spacing is right
 STOP = common_pb2.FINISH_REASON_STOP
 GENERATE_ATTEMPTS = 3
+MAX_GROUNDING_CHARS = 60_000  # under the inference service's cap; the context comes first in the prompt
 REPLY_REWRITTEN = "reply_rewritten"  # event: Postprocess changed text the client already has
+REPLY_REPLACED = "reply_replaced"  # event: the model's reply failed verification (gateway/verify.py)
 # What a replica that died mid-call looks like through Envoy: reset before or after headers.
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
@@ -261,18 +265,41 @@ class ChatPipeline:
             summary=turn.context.summary.text,
         )
         usage = common_pb2.Usage()
+        if prefix := turn.pre.metadata.get("reply_prefix", ""):  # e.g. the input guard's notice
+            prefix += "" if has_cjk(prefix) else " "
+            turn.reply += prefix
+            yield TextPiece(prefix)
         for round_ in range(MAX_TOOL_ROUNDS):
             scanner = ToolCallScanner() if tools and turn.request.tool_choice != "none" else None
+            guard = self.reply_guard(turn, messages)
+            before = turn.reply
             async for piece in self.generate(turn, messages, tools):
+                if piece.restart:  # nothing of the failed attempt was shown: forget what it wrote
+                    scanner = ToolCallScanner() if scanner else None
+                    guard = self.reply_guard(turn, messages)
+                    turn.reply = before
+                    continue
                 text = scanner.feed(piece.text) if scanner else piece.text
+                if guard is not None:
+                    text = guard.feed(text)
+                    if text:
+                        turn.reply += text
+                        yield TextPiece(text)
+                    continue
                 turn.reply += text
                 yield TextPiece(text, piece.token_ids, piece.logprobs)
             tail = scanner.flush() if scanner else ""
+            _add_usage(usage, turn.outcome.usage)
+            calls = scanner.tool_calls() if scanner else []
+            if guard is not None and not calls:
+                guard.feed(tail)
+                tail, final, reason = guard.finish()
+                turn.reply = before + final[: len(final) - len(tail)]
+                if reason:
+                    self.replaced(turn, reason)
             if tail:
                 turn.reply += tail
                 yield TextPiece(tail)
-            _add_usage(usage, turn.outcome.usage)
-            calls = scanner.tool_calls() if scanner else []
             if not calls:
                 break
             last_round = round_ == MAX_TOOL_ROUNDS - 1
@@ -283,11 +310,53 @@ class ChatPipeline:
             messages += await self.run_plugin_tools(turn, calls)
         turn.outcome.usage.CopyFrom(usage)
 
+    def grounded(self, turn: Turn) -> bool:
+        """Numbers in a customer's chat reply come from the prompt (the engine's grounding constraint);
+        a caller with its own tools, or with grounding off in the settings, gets the model unconstrained."""
+        r = turn.request
+        if not turn.model.grounding:
+            return False
+        if r.HasField("grounding"):
+            return r.grounding
+        return self.settings.grounding and turn.new_messages[-1].role == "user" and not r.tools
+
+    def reply_guard(self, turn: Turn, messages: Sequence[common_pb2.ChatMessage]) -> ReplyGuard | None:
+        """A guard for a customer's chat turn; none where the caller reads tokens or asked not to."""
+        r = turn.request
+        if (
+            not self.settings.verify_replies
+            or (r.HasField("verify") and not r.verify)
+            or turn.new_messages[-1].role != "user"
+            or r.tools
+            or r.logprobs
+            or r.return_token_ids
+        ):
+            return None
+        plan = AnswerPlan.for_turn(list(turn.pre.context), dict(turn.pre.metadata), grounding_text(messages))
+        return ReplyGuard(plan)
+
+    def replaced(self, turn: Turn, reason: str) -> None:
+        """Count, trace and report a reply that failed verification and was replaced."""
+        kind = reason.split(":", 1)[0]
+        metrics.REPLIES_REPLACED.labels(kind).inc()
+        span = trace.get_current_span()
+        span.add_event("reply_replaced", {"reason": reason})
+        log.info("reply replaced by the extractive answer", extra={"reason": reason, "turn": turn.id})
+        turn.outcome.events.append(
+            common_pb2.Event(
+                type=REPLY_REPLACED,
+                source="gateway",
+                message="the model's reply failed verification; the extractive answer was sent",
+                data={"reason": kind},
+            )
+        )
+
     async def generate(
         self, turn: Turn, messages: Sequence[common_pb2.ChatMessage], tools: Sequence[common_pb2.ToolSpec]
     ) -> AsyncGenerator[TextPiece, None]:
         """Template, then Generate -> DetokenizeStream -> stop strings -> FilterStream."""
         r = turn.request
+        shown_before = turn.shown
         template = await self.up.tokenizer.ApplyChatTemplate(
             tokenizer_pb2.ApplyChatTemplateRequest(
                 messages=messages,
@@ -319,6 +388,9 @@ class ChatPipeline:
             request = inference_pb2.GenerateRequest(
                 request_id=f"{turn.id}-{uuid.uuid4().hex[:8]}", prompt_token_ids=prompt_ids, sampling=sampling
             )
+            if self.grounded(turn):
+                request.grounding.enabled = True
+                request.grounding.text = grounding_text(messages)[:MAX_GROUNDING_CHARS]
             stream = until_stop(
                 detokenized(self.up, request, turn.outcome, prompt_ids[-PREFIX_IDS:]), r.stop, turn.outcome
             )
@@ -327,6 +399,8 @@ class ChatPipeline:
             started = False
             try:
                 async for piece in stream:
+                    if not started and attempt > 1:
+                        yield TextPiece("", restart=True)  # what the last attempt produced is void
                     started = True
                     yield piece
                 return
@@ -334,8 +408,9 @@ class ChatPipeline:
                 # A replica that died before this reply showed anything: run it again elsewhere.
                 # Envoy retries what never started upstream; this covers a stream that had begun
                 # upstream but whose text was still held back (a partial character, a stop-string
-                # prefix, a filter's buffer), so the client cannot tell.
-                if started or exc.code() not in RETRY_CODES or attempt == GENERATE_ATTEMPTS:
+                # prefix, a filter's buffer, the reply's verification), so the client cannot tell.
+                shown = turn.shown != shown_before
+                if shown or exc.code() not in RETRY_CODES or attempt == GENERATE_ATTEMPTS:
                     raise
                 log.warning("generation failed before any output; retrying", extra={"code": exc.code().name})
             finally:
@@ -433,6 +508,11 @@ class ChatPipeline:
         if self.background:
             with contextlib.suppress(Exception):
                 await asyncio.wait(self.background, timeout=10)
+
+
+def grounding_text(messages: Sequence[common_pb2.ChatMessage]) -> str:
+    """What a reply may take its facts from: the prompt's messages (system context, history, tools)."""
+    return "\n".join(m.content for m in messages if m.content)
 
 
 def _add_usage(total: common_pb2.Usage, part: common_pb2.Usage) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from clawdbot.v1 import common_pb2
 
 SYSTEM_ROLES = ("system", "developer")
+INTERNAL_FACT_PREFIX = "_"  # facts the plugins keep for themselves (the last intent): not for the model
 
 
 def split_system(
@@ -42,9 +43,10 @@ def system_text(
     ]
     if blocks:
         parts.append("Use this context when it helps; cite the sources:\n" + "\n".join(blocks))
-    if facts:
+    shown = {k: v for k, v in facts.items() if not k.startswith(INTERNAL_FACT_PREFIX)}
+    if shown:
         parts.append(
-            "Known facts about this conversation:\n" + "\n".join(f"- {k}: {v}" for k, v in facts.items())
+            "Known facts about this conversation:\n" + "\n".join(f"- {k}: {v}" for k, v in shown.items())
         )
     if summary:
         parts.append("Summary of the earlier conversation:\n" + summary)

@@ -34,6 +34,10 @@ class GatewaySettings(ServiceSettings):
     model_name: str = ""
     # Tokens kept free for the reply when the request names no max_tokens.
     default_max_tokens: int = 512
+    # Check each chat reply against the plugins' context and replace one that fails (gateway/verify.py).
+    verify_replies: bool = True
+    # Send chat turns' prompt text as the engine's grounding (numbers only copy numbers in it).
+    grounding: bool = True
     # Memory budget: at most this share of the context goes to stored history.
     history_share: float = Field(default=0.5, gt=0, le=1)
     # Messages kept per session by memory's trim (0: memory's default).

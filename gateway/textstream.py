@@ -29,6 +29,7 @@ class TextPiece:
     text: str
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[common_pb2.PositionLogprobs] = field(default_factory=list)
+    restart: bool = False  # the generation starts over (a replica died before the client saw any of it)
 
 
 @dataclass

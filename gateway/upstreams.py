@@ -40,6 +40,7 @@ class ModelFacts:
     context_length: int
     eos_token_ids: tuple[int, ...]
     vocab_size: int
+    grounding: bool = False  # the inference service constrains numbers to the grounding text
 
 
 class Upstreams:
@@ -89,6 +90,7 @@ class Upstreams:
                     context_length=int(info.context_length),
                     eos_token_ids=eos,
                     vocab_size=int(info.vocab_size or tok.vocab_size),
+                    grounding=bool(info.grounding),
                 )
         return self._facts
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from clawdbot.demo.dialogues import Dialogue, Turn, generate_dialogues
+from clawdbot.demo.dialogues import PRIMARY, Dialogue, Turn, generate_dialogues
 from clawdbot.demo.shop import DEFAULT_SHOP_DIR, Order, Shop, load_shop
 from clawdbot.demo.synthetic import synthetic_orders
 from clawdbot.gateway.prompt import system_text
@@ -83,21 +83,41 @@ def _tool_dict(t: common_pb2.ToolSpec) -> dict[str, Any]:
     }
 
 
-def _has_needed_context(turn: Turn, context: Sequence[common_pb2.ContextBlock], shop: Shop) -> bool:
+def _topic(source: str, shop: Shop) -> str:
+    anchor = source.rsplit("#", 1)[-1]
+    return next((f.topic for f in shop.faqs if f.id == anchor), anchor)
+
+
+def _primary_answers(turn: Turn, context: Sequence[common_pb2.ContextBlock], shop: Shop) -> bool:
+    """Whether block [1] (what the plugins are surest answers the turn) is what the turn needs.
+
+    A turn whose reply is the primary block's answer is kept only when that block is the right one,
+    so the model learns to answer from block [1] and never from a wrong one.
+    """
     if turn.needs is None:
         return True
+    if not context or (turn.reply == PRIMARY and not context[0].answer):
+        return False
     kind, key = turn.needs
+    first = context[0]
     if kind == "order":
-        return any(
-            b.source == "tool:lookup_order" and f'"order_id": "{key}"' in b.text and '"found": true' in b.text
-            for b in context
+        return (
+            first.source == "tool:lookup_order"
+            and f'"order_id": "{key}"' in first.text
+            and '"found": true' in first.text
         )
     if kind == "order_missing":
-        return any(b.source == "tool:lookup_order" and '"found": false' in b.text for b in context)
+        return first.source == "tool:lookup_order" and '"found": false' in first.text
     if kind == "faq":
-        return any(b.source.endswith(f"#{key}") for b in context)
-    product = next(p for p in shop.products if p.id == key)
-    return any(product.name_zh in b.text or product.name_en in b.text or key in b.text for b in context)
+        topic = _topic(f"#{key}", shop)
+        if topic == "products" and "catalogue.json#P" in first.source:  # the product's own card
+            return True
+        return first.source.endswith(f"#{key}") or _topic(first.source, shop) == topic
+    if kind == "recommend":
+        return first.source.endswith("#recommend")
+    if kind == "not_sold":
+        return first.source.endswith("#brands")
+    return first.source.endswith(f"#{key}")
 
 
 class CorpusBuilder:
@@ -131,9 +151,10 @@ class CorpusBuilder:
             context = [
                 b for b in pre.context if not (turn.drop_context_from and b.source == turn.drop_context_from)
             ]
-            if not _has_needed_context(turn, context, self.shop):
-                self.stats[f"dropped_missing_context_{turn.intent}"] += 1
+            if not _primary_answers(turn, context, self.shop):
+                self.stats[f"dropped_wrong_primary_{dialogue.kind}"] += 1
                 return samples
+            reply = context[0].answer if turn.reply == PRIMARY else turn.reply
             system = system_text([], pre.instructions, context, facts, "")
             prompt = [common_pb2.ChatMessage(role="system", content=system), *history, pre.user_message]
             targets: list[common_pb2.ChatMessage] = []
@@ -155,7 +176,7 @@ class CorpusBuilder:
                     common_pb2.ChatMessage(role="assistant", tool_calls=[call]),
                     common_pb2.ChatMessage(role="tool", content=result.content, tool_call_id=call.id),
                 ]
-            targets.append(common_pb2.ChatMessage(role="assistant", content=turn.reply))
+            targets.append(common_pb2.ChatMessage(role="assistant", content=reply))
             samples.append(
                 {
                     "messages": [_template_message(m) for m in prompt]
@@ -167,7 +188,7 @@ class CorpusBuilder:
                 }
             )
             self.stats[f"kept_{dialogue.kind}"] += 1
-            history += [pre.user_message, common_pb2.ChatMessage(role="assistant", content=turn.reply)]
+            history += [pre.user_message, common_pb2.ChatMessage(role="assistant", content=reply)]
         return samples
 
 

@@ -2668,6 +2668,50 @@ FAQ_PARAPHRASES = {
             "do you save my id number",
         ],
     },
+    "faq-029": {
+        "zh": [
+            "你们客服电话多少",
+            "怎么联系你们",
+            "有没有邮箱可以发",
+            "热线号码给一下",
+            "联系方式是啥",
+            "客服几点在线",
+            "打电话找谁",
+            "有客服邮箱吗",
+        ],
+        "en": [
+            "how can i contact you",
+            "whats the support phone",
+            "do you have an email i can write to",
+            "customer service number pls",
+            "how do i reach you guys",
+            "contact details?",
+            "is there a hotline",
+            "email address for support",
+        ],
+    },
+    "faq-030": {
+        "zh": [
+            "能把我的聊天记录删了吗",
+            "聊天记录可以清除吗",
+            "我想删掉对话记录",
+            "对话能删除吗",
+            "帮我把记录删掉",
+            "不想留聊天记录",
+            "怎么删除聊天内容",
+            "记录能不能不保存",
+        ],
+        "en": [
+            "can you delete my chats",
+            "please erase my conversation history",
+            "i want my chat log removed",
+            "how do i delete this conversation",
+            "can my messages be deleted",
+            "remove my chat history",
+            "do you delete chats on request",
+            "wipe my chat data pls",
+        ],
+    },
 }
 CATEGORY_NAMES = {
     "C01": {

@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 from clawdbot.demo.shop import Faq, Order, Product
+from clawdbot.services.plugins.builtin.orders import not_found_answer, order_answer
 
 
 def order_reply(order: Order, lang: str) -> str:
-    if lang == "zh":
-        text = f"您的订单{order.order_id}当前状态：{order.status_zh}。"
-        if order.note_zh:
-            text += order.note_zh
-        if order.tracking_no:
-            text += f"承运商：{order.carrier}，运单号：{order.tracking_no}。"
-        if order.estimated_delivery and order.status == "shipped":
-            text += f"预计{order.estimated_delivery}送达。"
-        return text
-    text = f"Your order {order.order_id} is {order.status_en}."
-    if order.note_en:
-        text += f" {order.note_en}"
-    if order.tracking_no:
-        text += f" Carrier: {order.carrier}, tracking number {order.tracking_no}."
-    if order.estimated_delivery and order.status == "shipped":
-        text += f" Expected delivery: {order.estimated_delivery}."
-    return text
+    """The shop's own order answer (the lookup tool renders the same one for the fallback)."""
+    return order_answer(
+        {
+            "order_id": order.order_id,
+            "status": order.status,
+            "status_zh": order.status_zh,
+            "status_en": order.status_en,
+            "note_zh": order.note_zh,
+            "note_en": order.note_en,
+            "carrier": order.carrier,
+            "tracking_no": order.tracking_no,
+            "estimated_delivery": order.estimated_delivery,
+        },
+        lang,
+    )
 
 
 def order_not_found_reply(order_id: str, lang: str) -> str:
-    if lang == "zh":
-        return f"抱歉，没有查到订单{order_id}。请核对订单号（SO加11位数字）后再发给我。"
-    return f"Sorry, I couldn't find order {order_id}. Please check the number (SO followed by 11 digits) and send it again."
+    return not_found_answer(order_id, lang)
 
 
 def ask_order_number(lang: str) -> str:
@@ -91,6 +88,10 @@ COMPLAINT_REPLY = {
     "zh": "非常抱歉给您带来不好的体验。请告诉我订单号和具体问题，我会尽快为您处理；如需人工客服，也可以随时说“转人工”。",
     "en": "I'm very sorry about this experience. Please tell me your order number and what went wrong and I'll sort it out; "
     'say "human agent" any time to talk to a person.',
+}
+GOODBYE_REPLY = {
+    "zh": "再见，祝您生活愉快！有需要随时来找我。",
+    "en": "Goodbye, have a great day! Message me any time you need help.",
 }
 OUT_OF_SCOPE_REPLY = {
     "zh": "抱歉，这个问题超出了我的服务范围。我可以帮您查询订单和物流、办理退换货，或者介绍商品。",

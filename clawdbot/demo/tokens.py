@@ -91,3 +91,26 @@ def dev_set(corpus: Path, out: Path, tok: TextTokenizer) -> int:
         )
     out.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return len(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m clawdbot.demo.tokens CORPUS OUT.npz [--max-len N] [--dev DEV.jsonl]`."""
+    import argparse
+
+    from clawdbot.services.tokenizer.assets import DEFAULT_MODEL_DIR
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--max-len", type=int, default=4096)
+    parser.add_argument("--dev", type=Path, default=None, help="also write the dev prompts of CORPUS here")
+    args = parser.parse_args(argv)
+    tok = TextTokenizer(DEFAULT_MODEL_DIR)
+    if args.dev is not None:
+        print(json.dumps({"dev": dev_set(args.corpus, args.dev, tok)}))
+        return
+    print(json.dumps(save_tokens(args.corpus, args.out, tok, args.max_len)))
+
+
+if __name__ == "__main__":
+    main()

@@ -137,7 +137,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     held = set(rng.sample(range(len(samples)), max(1, len(samples) // 50)))
     train_set = [s for i, s in enumerate(samples) if i not in held]
     eval_set = [s for i, s in enumerate(samples) if i in held]
-    model = MistralForCausalLM(model_config(args.preset))
+    model = (
+        MistralForCausalLM.from_pretrained(str(args.init), torch_dtype=torch.float32)
+        if getattr(args, "init", None)
+        else MistralForCausalLM(model_config(args.preset))
+    )
     model.to(device)  # type: ignore[arg-type]  # transformers' typed wrapper of nn.Module.to
     model.config._attn_implementation = "sdpa"
     params = sum(p.numel() for p in model.parameters())
@@ -225,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tokens", type=Path, required=True, help="npz from clawdbot.demo.tokens")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this model folder (fine-tune) instead of random weights",
+    )
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-tokens", type=int, default=65536)
     parser.add_argument("--lr", type=float, default=2e-3)

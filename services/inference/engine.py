@@ -413,9 +413,11 @@ class Engine:
                         del self.streams[request_id]
 
     # -- helpers -----------------------------------------------------------------------------------
-    async def generate(self, prompt: list[int], params: SamplingParams, request_id: str) -> list[int]:
-        """All tokens of one request (warm-up, tests, the benchmark)."""
-        queue = self.submit(Sequence(request_id, list(prompt), params))
+    async def generate(
+        self, prompt: list[int], params: SamplingParams, request_id: str, grounding: str | None = None
+    ) -> list[int]:
+        """All tokens of one request (warm-up, tests, the benchmark); `grounding` as in Sequence."""
+        queue = self.submit(Sequence(request_id, list(prompt), params, grounding=grounding))
         tokens: list[int] = []
         while True:
             event = await queue.get()

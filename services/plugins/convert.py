@@ -60,7 +60,13 @@ def event_to_pb(event: Event) -> common_pb2.Event:
 
 def context_to_pb(item: ContextItem) -> common_pb2.ContextBlock:
     return common_pb2.ContextBlock(
-        text=item.text, source=item.source, plugin=item.plugin, title=item.title, score=item.score
+        text=item.text,
+        source=item.source,
+        plugin=item.plugin,
+        title=item.title,
+        score=item.score,
+        answer=item.answer,
+        key_facts=item.key_facts,
     )
 
 

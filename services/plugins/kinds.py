@@ -194,6 +194,8 @@ class ToolPlugin(Plugin[S]):
 
 # 5. intent ------------------------------------------------------------------------------------
 
+INTENT_FACT = "_intent"  # the session's last intent; "_" facts are state, not shown to the model
+
 
 @dataclass(frozen=True)
 class IntentResult:
@@ -210,13 +212,29 @@ class IntentPlugin(Plugin[S]):
     def classify(self, text: str) -> IntentResult:
         """The intent of the user message."""
 
+    # Intents a follow-up that says nothing new ("and for clawhome stuff?") keeps talking about.
+    carried: ClassVar[tuple[str, ...]] = ("return_refund", "shipping", "warranty", "payment", "product_info")
+
     async def preprocess(self, state: InputState) -> Contribution | None:
         result = self.classify(state.text)
+        last = state.fact(INTENT_FACT)
+        if result.method == "default" and last in self.carried:
+            result = IntentResult(last, 0.5, "context", result.route)
         metadata = {"intent": result.label, "intent_score": f"{result.score:.2f}"}
         if result.route:
             metadata["route"] = result.route
         data = {"intent": result.label, "score": f"{result.score:.2f}", "method": result.method}
-        return Contribution(metadata=metadata, events=[Event("intent", self.name, data=data)])
+        context = [item] if (item := self.reply_block(result, state.language)) is not None else []
+        return Contribution(
+            metadata=metadata,
+            facts={INTENT_FACT: result.label},
+            events=[Event("intent", self.name, data=data)],
+            context=context,
+        )
+
+    def reply_block(self, result: IntentResult, language: str) -> ContextItem | None:
+        """The intent's own answer as a context block ("sorry to hear that" to a complaint), or None."""
+        return None
 
 
 # 6. entity ------------------------------------------------------------------------------------
@@ -266,16 +284,21 @@ class InputGuardPlugin(Plugin[S]):
     def canned_reply(self, verdict: GuardVerdict, language: str) -> str:
         """What the user reads when the message is blocked."""
 
+    def flag_notice(self, verdict: GuardVerdict, language: str) -> str:
+        """What the user reads before the answer to a flagged message ("" for nothing): e.g. that
+        an offer smuggled into the message is not honoured, while the real question is answered."""
+        return ""
+
     async def preprocess(self, state: InputState) -> Contribution | None:
         verdict = self.check(state.text)
         if verdict.action == "allow":
             return None
         data = {"category": verdict.category, "action": verdict.action}
         if verdict.action == "flag":
-            return Contribution(
-                metadata={"guard": "flagged", "guard_category": verdict.category},
-                events=[Event("flagged", self.name, verdict.reason, data)],
-            )
+            metadata = {"guard": "flagged", "guard_category": verdict.category}
+            if notice := self.flag_notice(verdict, state.language):
+                metadata["reply_prefix"] = notice  # the gateway sends it before the model's reply
+            return Contribution(metadata=metadata, events=[Event("flagged", self.name, verdict.reason, data)])
         return Contribution(
             metadata={"guard": "blocked", "guard_category": verdict.category},
             events=[Event("blocked", self.name, verdict.reason, data)],

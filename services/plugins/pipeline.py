@@ -149,7 +149,23 @@ async def preprocess(plugins: PluginSet, state: InputState) -> PreprocessResult:
         _apply(result, state, contribution, loaded.name, plugin_tools)
     result.text = state.text
     result.tools = _merge_tools(state.client_tools, plugin_tools)
+    result.context = rank_context(result.context)
     return result
+
+
+MIN_CONTEXT_SCORE = 0.25  # blocks a plugin is less sure of only distract a small model
+
+
+def rank_context(context: list[ContextItem]) -> list[ContextItem]:
+    """The block that most surely answers the turn first (stable among equals).
+
+    Each plugin scores its blocks in [0, 1] (how sure it is the block answers this turn: an order
+    looked up by the number the customer just typed is 1, a passage on another intent's topic is
+    low), so the model reads the answer in block [1] and the gateway verifies the reply against it
+    and falls back to its `answer`.
+    """
+    kept = [c for c in context if c.score == 0.0 or c.score >= MIN_CONTEXT_SCORE]  # 0: the plugin gave none
+    return sorted(kept, key=lambda item: -item.score)
 
 
 def _apply(

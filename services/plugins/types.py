@@ -60,8 +60,10 @@ class ContextItem:
     text: str
     source: str
     title: str = ""
-    score: float = 0.0
+    score: float = 0.0  # in [0, 1] where the plugin can say how sure it is that this block answers the turn
     plugin: str = ""  # filled by the pipeline with the instance that produced it
+    answer: str = ""  # the extractive answer this block gives on its own, in the turn's language
+    key_facts: list[str] = field(default_factory=list)  # phrases a right reply from this block contains
 
 
 @dataclass

@@ -134,6 +134,7 @@ async def test_dropping_the_stream_aborts_inference_and_writes_nothing(mesh: Mes
         "max_tokens": max_tokens,
         "stream": True,
         "session_id": session,
+        "verify": False,  # token by token: verification would hold a short reply back until its end
     }
     async with (
         httpx.AsyncClient(timeout=180) as http,

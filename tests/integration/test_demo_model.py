@@ -13,6 +13,7 @@ import torch
 
 from clawdbot.demo.shop import DEFAULT_SHOP_DIR, load_shop
 from clawdbot.gateway.prompt import system_text
+from clawdbot.services.inference.builder import digit_tokens
 from clawdbot.services.inference.engine import Engine, EngineConfig
 from clawdbot.services.inference.model.loader import load_model
 from clawdbot.services.inference.sequence import SamplingParams
@@ -41,7 +42,10 @@ def prompt(services: dict[str, ServiceProcess]) -> list[int]:
     return asyncio.run(prompt_ids(services, "订单SO20261125001到哪了？"))
 
 
-def greedy_with_engine(folder: Path, prompt: list[int], dtype: str, steps: int = 60) -> list[int]:
+def greedy_with_engine(
+    folder: Path, prompt: list[int], dtype: str, steps: int = 60, grounding: str | None = None
+) -> list[int]:
+    """Greedy tokens from our engine; `grounding` as the gateway sends it for chat turns (the prompt's text)."""
     model, config = load_model(folder, device="cpu", dtype=dtype)
     engine = Engine(
         model,
@@ -49,16 +53,18 @@ def greedy_with_engine(folder: Path, prompt: list[int], dtype: str, steps: int =
         EngineConfig(kv_cache_bytes=64 << 20, max_num_seqs=2),
         torch.device("cpu"),
         model.embed_tokens.weight.dtype,
+        digits=digit_tokens(folder),
     )
     engine.start()
     try:
-        return asyncio.run(_generate(engine, prompt, steps))
+        return asyncio.run(_generate(engine, prompt, steps, grounding))
     finally:
         engine.stop()
 
 
-async def _generate(engine: Engine, prompt: list[int], steps: int) -> list[int]:
-    return await engine.generate(prompt, SamplingParams(temperature=0.0, max_tokens=steps), "demo")
+async def _generate(engine: Engine, prompt: list[int], steps: int, grounding: str | None) -> list[int]:
+    params = SamplingParams(temperature=0.0, max_tokens=steps)
+    return await engine.generate(prompt, params, "demo", grounding=grounding)
 
 
 def until_eos(ids: list[int]) -> list[int]:
@@ -93,15 +99,22 @@ def test_16bit_load_matches_transformers_greedy(prompt: list[int]) -> None:
     expected = until_eos(out[0, len(prompt) :].tolist())
     ours = until_eos(greedy_with_engine(DEFAULT_MODEL_DIR, prompt, "float32"))
     assert ours == expected
-    ours_bf16 = until_eos(greedy_with_engine(DEFAULT_MODEL_DIR, prompt, "bfloat16"))
-    text = TextTokenizer(DEFAULT_MODEL_DIR).decode_one(ours_bf16)
+    # Unconstrained, a small model can slip a digit of a 13-digit tracking number; grounded on the
+    # prompt's text (as every chat turn is), it cannot.
+    tok = TextTokenizer(DEFAULT_MODEL_DIR)
+    grounding = tok.decode_one(prompt)
+    ours_bf16 = until_eos(greedy_with_engine(DEFAULT_MODEL_DIR, prompt, "bfloat16", grounding=grounding))
+    text = tok.decode_one(ours_bf16)
     assert "已发货，运输中" in text and "SF1420261123887" in text
 
 
 def test_int4_copy_gives_the_same_answer(prompt: list[int]) -> None:
     tok = TextTokenizer(DEFAULT_MODEL_DIR)
-    int4 = tok.decode_one(until_eos(greedy_with_engine(INT4_DIR, prompt, "float32")))
-    full = tok.decode_one(until_eos(greedy_with_engine(DEFAULT_MODEL_DIR, prompt, "float32")))
+    grounding = tok.decode_one(prompt)
+    int4 = tok.decode_one(until_eos(greedy_with_engine(INT4_DIR, prompt, "float32", grounding=grounding)))
+    full = tok.decode_one(
+        until_eos(greedy_with_engine(DEFAULT_MODEL_DIR, prompt, "float32", grounding=grounding))
+    )
     assert int4 == full
     assert "SO20261125001" in int4 and "已发货，运输中" in int4
 

@@ -66,7 +66,10 @@ def turn(session: str = "it-1") -> plugins_pb2.TurnContext:
 async def test_list_plugins_shows_the_twelve_kinds(stub: plugins_pb2_grpc.PluginsStub) -> None:
     reply = await stub.ListPlugins(plugins_pb2.ListPluginsRequest(), timeout=10)
     assert len({p.kind for p in reply.plugins}) == 12
-    assert all(p.source == "builtin" for p in reply.plugins)
+    assert all(
+        p.source == "builtin" or p.source.startswith("clawdbot.services.plugins.builtin.")
+        for p in reply.plugins
+    )
 
 
 async def test_cli_lists_what_a_running_service_has_loaded(target: str) -> None:

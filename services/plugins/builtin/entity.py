@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable
 
 from pydantic import Field
@@ -123,10 +124,10 @@ class PatternSlots(EntityPlugin[EntitySettings]):
     def extract(self, text: str) -> list[Slot]:
         found: list[tuple[int, Slot]] = []
         wanted = set(self.settings.slots)
-        if "order_id" in wanted:
+        if "order_id" in wanted:  # full-width digits and a stray space still make an order number
             found += [
-                (m.start(), Slot("order_id", m.group(0).upper(), m.group(0)))
-                for m in self.order_id.finditer(text)
+                (m.start(), Slot("order_id", re.sub(r"\s", "", m.group(0)).upper(), m.group(0)))
+                for m in self.order_id.finditer(unicodedata.normalize("NFKC", text))
             ]
         if "phone" in wanted:
             found += [

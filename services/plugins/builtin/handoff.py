@@ -2,11 +2,14 @@
 strongly negative sentiment; emits a `handoff` event and a reply.
 
 Failures are counted per session: replies matching a failure pattern (seen on the output side)
-and the user asking the same question again. The counts live in this process (bounded LRU).
+and the user asking the same question again. The counts live in this process (bounded LRU). A
+caller without a session has no conversation to count in, so nothing is kept for it: strangers who
+ask the same question never escalate each other.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -74,6 +77,35 @@ class HandoffSettings(PluginSettings):
             "live agent",
         ]
     )
+    # Whole messages that are a request on their own ("人工", "human"): too short to be keywords in text.
+    exact_requests: list[str] = Field(
+        default_factory=lambda: [
+            "人工",
+            "转人工",
+            "真人",
+            "客服",
+            "人工服务",
+            "找客服",
+            "human",
+            "agent",
+            "a human",
+            "person",
+            "real person",
+            "human please",
+            "agent please",
+            "operator",
+            "representative",
+        ]
+    )
+    # Questions about the bot itself ("are you a human?") name a person without asking for one.
+    identity_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"\b(are|r)\s+(you|u)\s+(a\s+|an\s+)?(real\s+)?(human|person|bot|robot|ai|real)\b",
+            r"\b(am i|is this)\s+(talking to\s+)?(a\s+)?(bot|robot|human|real person)\b",
+            r"你是(不是)?(真人|机器人|人工|ai|人)吗?",
+            r"是(真人|机器人)吗",
+        ]
+    )
     failure_patterns: list[str] = Field(
         default_factory=lambda: [
             "抱歉，我不太明白",
@@ -132,6 +164,8 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
         self.sessions: OrderedDict[tuple[str, str], SessionState] = OrderedDict()
         self._lock = threading.Lock()
         self.requests = [normalize(k) for k in settings.request_keywords]
+        self.exact = {normalize_question(k) for k in settings.exact_requests}
+        self.identity = [re.compile(p, re.IGNORECASE) for p in settings.identity_patterns]
         self.failures = [normalize(p) for p in settings.failure_patterns]
         self.negative = [normalize(w) for w in settings.negative_words]
 
@@ -151,6 +185,10 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
         norm = normalize(state.text)
         language = state.language
         hit = next((k for k in self.requests if find_term(norm, k) >= 0), None)
+        if hit is None and normalize_question(state.text) in self.exact:
+            hit = norm
+        if hit is not None and any(p.search(norm) for p in self.identity):
+            hit = None
         if hit is not None:
             return HandoffDecision(
                 "request", f"the user asked for a person ({hit!r})", self._reply("request", language)
@@ -160,6 +198,8 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
             return HandoffDecision(
                 "sentiment", f"negative sentiment score {score:.2f}", self._reply("sentiment", language)
             )
+        if not state.turn.session_id:
+            return None
         session = self._session(state.turn.tenant, state.turn.session_id)
         question = normalize_question(state.text)
         if question and question == session.last_question:
@@ -175,7 +215,7 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
 
     async def postprocess(self, state: ReplyState) -> ReplyChange | None:
         norm = normalize(state.reply)
-        if not any(p in norm for p in self.failures):
+        if not state.turn.session_id or not any(p in norm for p in self.failures):
             return None
         session = self._session(state.turn.tenant, state.turn.session_id)
         session.failures += 1

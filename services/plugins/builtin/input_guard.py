@@ -101,6 +101,10 @@ class PatternGuard(InputGuardPlugin[GuardSettings]):
             flagged = flagged or verdict
         return flagged or GuardVerdict("allow")
 
+    def flag_notice(self, verdict: GuardVerdict, language: str) -> str:
+        texts = self.settings.replies.get(verdict.category)
+        return localized(texts, language or "zh") if texts else ""
+
     def canned_reply(self, verdict: GuardVerdict, language: str) -> str:
         texts = self.settings.replies.get(verdict.category) or self.settings.replies["default"]
         return localized(texts, language or "zh")

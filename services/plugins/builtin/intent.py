@@ -1,11 +1,15 @@
-"""intent: rules first (keywords and regular expressions), then the nearest labelled example.
+"""intent: rules first (regular expressions, then keywords), then the nearest labelled example.
 
-Similarity is the cosine of character n-gram counts (1- and 2-grams for Chinese, words and
+Several intents' keywords can occur in one message ("小米14怎么退货"): the intent with the highest
+`priority` wins, then the most keyword characters matched, so a policy question that names a product is about the
+policy. Latin keywords (six letters or more) also match a typo within one edit or swap (`retrun`, `shiping`), since customers type
+fast. Similarity is the cosine of character n-gram counts (1- and 2-grams for Chinese, words and
 3-grams for Latin text), which works in both languages without a model.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -13,10 +17,12 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from rapidfuzz.distance import OSA
 
-from clawdbot.services.plugins.base import PluginContext, PluginSettings
+from clawdbot.services.plugins.base import PluginContext, PluginSettings, localized
 from clawdbot.services.plugins.builtin.text import find_term, normalize
 from clawdbot.services.plugins.kinds import IntentPlugin, IntentResult
+from clawdbot.services.plugins.types import ContextItem
 
 
 class IntentDef(BaseModel):
@@ -27,6 +33,11 @@ class IntentDef(BaseModel):
     patterns: list[str] = Field(default_factory=list)  # regular expressions, case-insensitive
     examples: list[str] = Field(default_factory=list)
     route: str = ""  # where the gateway should send the turn ("model", "human", "tool:lookup_order")
+    priority: int = 1  # among intents whose keywords all occur, the highest priority wins
+    # What the shop says to this intent when nothing more specific answers it ({"zh": ..., "en": ...}):
+    # a context block with this answer, scored `reply_score`, so an order or product block still wins.
+    reply: dict[str, str] = Field(default_factory=dict)
+    reply_score: float = Field(default=0.6, ge=0.0, le=1.0)
 
 
 class IntentSettings(PluginSettings):
@@ -34,6 +45,10 @@ class IntentSettings(PluginSettings):
     file: str | None = None  # a YAML file with an `intents:` list, merged with the inline ones
     min_similarity: float = Field(default=0.3, ge=0.0, le=1.0)
     default: str = "other"
+    # A catalogue (JSON with `products`: names and aliases): naming a product is a keyword of this
+    # intent, at priority 0, so "do you have the mx keys?" is a product question.
+    catalogue: str | None = None
+    catalogue_intent: str = "product_info"
 
 
 def features(text: str) -> Counter[str]:
@@ -62,6 +77,17 @@ def load_intents(settings: IntentSettings, context: PluginContext) -> list[Inten
         path: Path = context.path(settings.file)
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         intents += [IntentDef.model_validate(item) for item in data.get("intents", [])]
+    if settings.catalogue:
+        products = json.loads(context.path(settings.catalogue).read_text(encoding="utf-8"))["products"]
+        names = {
+            name
+            for p in products
+            for name in [*p.get("aliases", []), p.get("name_zh", "").split(" ")[0]]
+            if len(name) >= 2
+        }
+        intents.append(
+            IntentDef(name=settings.catalogue_intent, keywords=sorted(names), priority=0, route="model")
+        )
     return intents
 
 
@@ -75,15 +101,37 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         if not self.intents:
             raise ValueError("no intents configured (`intents:` or `file:`)")
         self.patterns = [(i, [re.compile(p, re.IGNORECASE) for p in i.patterns]) for i in self.intents]
+        self.keywords = [(i, [normalize(k) for k in i.keywords]) for i in self.intents]
         self.examples = [(i, features(example)) for i in self.intents for example in i.examples]
+
+    def _keyword_hit(self, norm: str, words: set[str], keyword: str) -> bool:
+        if find_term(norm, keyword) >= 0:
+            return True
+        if not keyword.isascii() or " " in keyword or len(keyword) < 6:
+            return False
+        return any(len(w) >= 4 and OSA.distance(w, keyword, score_cutoff=1) <= 1 for w in words)
+
+    def reply_block(self, result: IntentResult, language: str) -> ContextItem | None:
+        intent = next((i for i in self.intents if i.name == result.label and i.reply), None)
+        if intent is None or result.method == "default":
+            return None
+        answer = localized(intent.reply, language or "zh")
+        return ContextItem(answer, f"intents#{intent.name}", intent.name, intent.reply_score, answer=answer)
 
     def classify(self, text: str) -> IntentResult:
         norm = normalize(text)
         for intent, patterns in self.patterns:
-            if any(find_term(norm, normalize(k)) >= 0 for k in intent.keywords) or any(
-                p.search(text) for p in patterns
-            ):
+            if any(p.search(norm) for p in patterns):
                 return IntentResult(intent.name, 1.0, "rule", intent.route)
+        words = set(re.findall(r"[a-z]+", norm))
+        scores: dict[int, tuple[int, int, int]] = {}
+        for index, (intent, keywords) in enumerate(self.keywords):
+            length = sum(len(k) for k in keywords if self._keyword_hit(norm, words, k))
+            if length:
+                scores[index] = (intent.priority, length, -index)
+        if scores:
+            intent = self.keywords[max(scores, key=lambda i: scores[i])][0]
+            return IntentResult(intent.name, 1.0, "rule", intent.route)
         query = features(text)
         best, score = None, 0.0
         for intent, example in self.examples:

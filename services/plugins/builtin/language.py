@@ -7,6 +7,7 @@ and is built once per process, on first use, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import Any
 
@@ -18,6 +19,9 @@ from clawdbot.services.plugins.kinds import LanguageGuess, LanguagePlugin
 from clawdbot.services.plugins.types import Contribution, InputState
 
 _DETECTORS: dict[tuple[str, ...], Any] = {}
+_IDS = re.compile(r"[A-Za-z]{1,4}\d{4,}")  # order ids, tracking numbers, SKUs say nothing of the language
+_CJK = re.compile(r"[\u3400-\u9fff]")  # two Chinese characters: whoever wrote them reads Chinese
+_LETTERS = re.compile(r"[^\W\d_]", re.UNICODE)
 _BUILD_LOCK = threading.Lock()
 
 
@@ -54,7 +58,7 @@ class LinguaLanguage(LanguagePlugin[LanguageSettings]):
     def _detect(self, text: str) -> LanguageGuess:
         if not text.strip():
             return LanguageGuess(self.settings.default, 0.0)
-        if "zh" in self.settings.languages and cjk_share(text) >= 0.3:
+        if "zh" in self.settings.languages and (cjk_share(text) >= 0.3 or len(_CJK.findall(text)) >= 2):
             # Chinese characters decide it even in mixed text ("我的 Xiaomi 14 订单"): lingua would weigh the Latin words.
             return LanguageGuess("zh", max(0.9, cjk_share(text)))
         detector = detector_for(tuple(sorted(self.settings.languages)))
@@ -76,6 +80,11 @@ class LinguaLanguage(LanguagePlugin[LanguageSettings]):
 
     async def preprocess(self, state: InputState) -> Contribution | None:
         guess = await self.detect(state.text)
+        if len(_LETTERS.findall(_IDS.sub("", state.text))) < 2:
+            # "SO20261125001", "?", "ok": too little to tell; the conversation's language holds.
+            earlier = [m.content for m in state.messages[:-1] if m.role == "user" and m.content.strip()]
+            if earlier:
+                guess = await self.detect(earlier[-1])
         metadata = {"language": guess.code, "language_confidence": f"{guess.confidence:.2f}"}
         template = self.settings.templates.get(guess.code)
         if template is not None:

@@ -94,6 +94,13 @@ class RetrievalSettings(PluginSettings):
     top_k: int = Field(default=3, ge=1, le=20)
     min_score: float = Field(default=0.5, ge=0.0)
     dense: DenseSettings | None = None
+    # Words customers use -> words the documents use ("退钱" -> "退款"): appended to the query when present.
+    synonyms: dict[str, str] = Field(default_factory=dict)
+    # The document topics (FAQ `topic`, markdown `{#anchor}`) that answer each intent: passages on the
+    # turn's intent's topics rank first, passages on another intent's topics last.
+    intent_topics: dict[str, list[str]] = Field(default_factory=dict)
+    # BM25 score at which a passage on the right topic counts as a sure answer (score -> 0.95).
+    confident_bm25: float = Field(default=12.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,9 @@ class Doc:
     source: str
     title: str
     language: str
+    topic: str = ""
+    answer: str = ""  # what the passage says to a customer on its own (a FAQ's answer)
+    index_text: str = ""  # extra text that is searched but not shown (a FAQ's other phrasings)
 
 
 def tokenize(text: str) -> list[str]:
@@ -130,7 +140,17 @@ def load_docs(path: Path, fmt: str) -> list[Doc]:
             for lang in ("zh", "en"):
                 if lang in item:
                     qa = item[lang]
-                    docs.append(Doc(f"Q: {qa['q']}\nA: {qa['a']}", f"{name}#{item['id']}", qa["q"], lang))
+                    docs.append(
+                        Doc(
+                            f"Q: {qa['q']}\nA: {qa['a']}",
+                            f"{name}#{item['id']}",
+                            qa["q"],
+                            lang,
+                            item.get("topic", ""),
+                            qa["a"],
+                            " ".join(qa.get("alt", [])),
+                        )
+                    )
     elif fmt == "jsonl":
         for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
             if line.strip():
@@ -148,7 +168,16 @@ def load_docs(path: Path, fmt: str) -> list[Doc]:
                 heading, anchor = (match.group(1), match.group(2) or "") if match else (block[3:], "")
                 continue
             if block and not block.startswith("#"):
-                docs.append(Doc(block, f"{name}#{anchor}" if anchor else name, heading, _language(block)))
+                docs.append(
+                    Doc(
+                        block,
+                        f"{name}#{anchor}" if anchor else name,
+                        heading,
+                        _language(block),
+                        anchor,
+                        block,
+                    )
+                )
     return docs
 
 
@@ -176,7 +205,7 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         jieba.setLogLevel(60)
         jieba.initialize()
         self.docs = [doc for path, fmt in self.paths for doc in load_docs(path, fmt)]
-        corpus = [tokenize(f"{d.title} {d.text}") for d in self.docs]
+        corpus = [tokenize(f"{d.title} {d.text} {d.index_text}") for d in self.docs]
         self._bm25 = bm25s.BM25()
         self._bm25.index(corpus, show_progress=False)
         if self.settings.dense is not None:
@@ -194,6 +223,8 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         similarity, in [0, 1] against `dense.min_score`: a passage BM25 misses entirely can
         still win on meaning.
         """
+        norm = normalize(query)
+        query += "".join(f" {v}" for k, v in self.settings.synonyms.items() if normalize(k) in norm)
         tokens = tokenize(query)
         bm25 = [float(s) for s in self._bm25.get_scores(tokens)] if tokens else [0.0] * len(self.docs)
         dense_settings = self.settings.dense
@@ -207,21 +238,52 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         ]
         return fused, dense_settings.min_score
 
-    def _search(self, query: str, k: int, language: str) -> list[Passage]:
+    def _confidence(self, doc: Doc, score: float, intent: str) -> float:
+        """How sure it is that the passage answers the turn, in [0, 1], from its score and topic."""
+        share = score if self._dense is not None else min(1.0, score / self.settings.confident_bm25)
+        wanted = self.settings.intent_topics.get(intent)
+        if wanted is None:  # no intent to go by ("tell me a joke"): only a near-exact match counts
+            return 0.7 * share * share
+        if doc.topic in wanted:
+            return 0.5 + 0.45 * share
+        if any(doc.topic in topics for topics in self.settings.intent_topics.values()):
+            return 0.2 * share
+        return 0.5 * share
+
+    def _search(self, query: str, k: int, language: str, intent: str = "") -> list[Passage]:
         scores, threshold = self._scores(query)
-        ranked = sorted(range(len(self.docs)), key=lambda i: -scores[i])
-        hits = [i for i in ranked if scores[i] >= threshold and scores[i] > 0]
+        hits = [i for i in range(len(self.docs)) if scores[i] >= threshold and scores[i] > 0]
+        sure = {i: self._confidence(self.docs[i], scores[i], intent) for i in hits}
+        hits.sort(key=lambda i: (-sure[i], -scores[i]))
         preferred = [i for i in hits if self.docs[i].language == language] if language else []
         chosen = (preferred or hits)[:k]
-        return [
-            Passage(self.docs[i].text, self.docs[i].source, self.docs[i].title, scores[i]) for i in chosen
-        ]
+        wanted = self.settings.intent_topics.get(intent, [])
+        if wanted and not any(self.docs[i].topic in wanted for i in chosen):
+            # The intent is clear but the words matched nothing on its topic ("what's your return
+            # policy?"): the topic's policy section answers it.
+            section = next(
+                (
+                    i
+                    for i, d in enumerate(self.docs)
+                    if d.topic == wanted[0] and d.language == language and d.answer == d.text
+                ),
+                None,
+            )
+            if section is not None:
+                sure[section] = 0.6
+                chosen = [section, *chosen][:k]
+        return [Passage(self.docs[i].text, self.docs[i].source, self.docs[i].title, sure[i]) for i in chosen]
 
     async def search(self, query: str, k: int) -> list[Passage]:
         return await asyncio.to_thread(self._search, query, k, _language(query))
 
     async def preprocess(self, state: InputState) -> Contribution | None:
         language = state.language or _language(state.text)
-        passages = await asyncio.to_thread(self._search, state.text, self.settings.top_k, language)
-        context = [ContextItem(p.text, p.source, p.title, p.score) for p in passages]
+        intent = state.metadata.get("intent", "")
+        passages = await asyncio.to_thread(self._search, state.text, self.settings.top_k, language, intent)
+        answers = {d.source + d.language: d.answer for d in self.docs}
+        context = [
+            ContextItem(p.text, p.source, p.title, p.score, answer=answers.get(p.source + language, ""))
+            for p in passages
+        ]
         return Contribution(context=context) if context else None

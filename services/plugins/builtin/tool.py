@@ -205,12 +205,15 @@ class DeclaredTools(ToolPlugin[ToolSettings]):
             }
             outcome = await self.invoke(rule.tool, arguments, state.turn)
             call = f"{rule.tool}({json.dumps(arguments, ensure_ascii=False)})"
+            shown, answer, key_facts = _split_answer(outcome.content, state.language)
             contribution.context.append(
                 ContextItem(
-                    f"{call} -> {outcome.content}",
+                    f"{call} -> {shown}",
                     f"tool:{rule.tool}",
                     rule.tool,
-                    0.0 if outcome.is_error else 1.0,
+                    0.0 if outcome.is_error else _sureness(rule, state, intent),
+                    answer=answer,
+                    key_facts=key_facts,
                 )
             )
             contribution.events.append(
@@ -222,6 +225,30 @@ class DeclaredTools(ToolPlugin[ToolSettings]):
                 )
             )
         return contribution
+
+
+def _sureness(rule: AutoInvoke, state: InputState, intent: str) -> float:
+    """1 when this turn named what the tool looked up; less when it came from earlier in the session,
+    unless the turn asks about the same kind of thing (a follow-up such as "那个订单呢")."""
+    if state.facts.get(rule.when_fact):
+        return 1.0
+    return 0.85 if rule.when_intent and intent in rule.when_intent else 0.2
+
+
+def _split_answer(content: str, language: str) -> tuple[str, str, list[str]]:
+    """A tool result may carry `answer` and `key_facts` per language ({"zh": ..., "en": ...}): the
+    extractive answer for the customer and the phrases a right reply has. They are taken out of what
+    the model reads, which is the data itself."""
+    try:
+        result = json.loads(content)
+    except ValueError:
+        return content, "", []
+    if not isinstance(result, dict) or "answer" not in result:
+        return content, "", []
+    answers = result.pop("answer") or {}
+    facts = result.pop("key_facts", None) or {}
+    lang = language if language in answers else next(iter(answers), "")
+    return json.dumps(result, ensure_ascii=False), str(answers.get(lang, "")), list(facts.get(lang, []))
 
 
 def _error(message: str) -> ToolOutcome:

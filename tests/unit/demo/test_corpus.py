@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from clawdbot.demo.corpus import build_corpus
-from clawdbot.demo.dialogues import generate_dialogues
+from clawdbot.demo.dialogues import PRIMARY, generate_dialogues
+from clawdbot.demo.replies import order_reply
 from clawdbot.demo.shop import load_shop
 from clawdbot.demo.synthetic import synthetic_orders
 from clawdbot.demo.tokens import sample_tokens
@@ -39,9 +40,12 @@ def test_replies_use_the_shops_real_facts() -> None:
         if t.needs == ("order", "SO20261125001")
     ]
     assert turns, "the real orders appear in the corpus"
-    for turn in turns:
-        assert order.tracking_no in turn.reply
-        assert order.status_zh in turn.reply or order.status_en in turn.reply
+    for turn in turns:  # the reply is the lookup's own answer (block [1]), checked by the corpus
+        assert turn.reply == PRIMARY
+        assert not turn.expect or order.tracking_no in turn.expect
+    zh, en = order_reply(order, "zh"), order_reply(order, "en")
+    assert order.tracking_no in zh and order.status_zh in zh and order.note_zh in zh
+    assert order.tracking_no in en and order.status_en in en
 
 
 def test_synthetic_orders_are_deterministic_and_well_formed() -> None:

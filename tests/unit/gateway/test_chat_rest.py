@@ -197,7 +197,7 @@ async def test_logprobs_and_token_ids(edge: Edge) -> None:
 
 
 async def test_dropping_the_stream_aborts_inference_and_stores_nothing(edge: Edge) -> None:
-    edge.script.reply = "x " * 200
+    edge.script.reply = "x, " * 200  # clauses: a verified reply streams clause by clause
     edge.script.delay_s = 0.01
     async with edge.http.post(
         edge.url + "/v1/chat/completions", json=chat(stream=True, session_id="gone")

@@ -91,7 +91,7 @@ async def test_cancelling_the_chat_stream_aborts_inference_and_stores_nothing(
     chat_stub: tuple[chat_pb2_grpc.ChatStub, Script],
 ) -> None:
     stub, script = chat_stub
-    script.reply = "y " * 300
+    script.reply = "y, " * 300
     script.delay_s = 0.01
     call = stub.Chat(request(session_id="gone"), metadata=KEY)
     seen = 0

@@ -185,5 +185,13 @@ async def test_python_tool_looks_up_shop_orders(shop_context: PluginContext) -> 
     assert english.context == []  # no order_id fact yet: the entity plugin runs first in a real turn
     state = user_turn("where is it?")
     state.facts["order_id"] = "SO20261125008"
+    state.metadata["intent"] = "order_status"  # the shop looks orders up for order questions only
     result2 = await tools.plugin.preprocess(state)
-    assert "ZT7812026112201" in result2.context[0].text
+    block = result2.context[0]
+    assert "ZT7812026112201" in block.text and block.score == 1.0  # named in this very turn
+    assert (
+        block.key_facts == ["shipped, in transit", "ZT7812026112201"] or "ZT7812026112201" in block.key_facts
+    )
+    assert "ZT7812026112201" in block.answer and '"answer"' not in block.text  # the model reads the data
+    state.metadata["intent"] = "return_refund"
+    assert (await tools.plugin.preprocess(state)).context == []
