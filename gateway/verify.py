@@ -27,7 +27,9 @@ from clawdbot.v1 import common_pb2
 
 PRIMARY_MIN_SCORE = 0.5  # a block scored below this does not surely answer the turn
 NEAR_TIE = 0.1  # blocks scored this close to block [1] may answer the turn as well
-SAYS_SHARE = 0.6  # of the answer's units in the reply, or of the reply's units in the answer
+FROM_ONE_ANSWER = 0.85  # of the reply's units found in one answer
+SAYS_SHARE_MIN = 0.3  # of that answer's units found in the reply ...
+QUOTE_UNITS = 8  # ... or this many: a whole sentence quoted from a long policy section
 MARKUP = re.compile(r"</?tool_call>|<\|im_|</?tool_response>|\{\s*\"(name|arguments)\"\s*:")
 DIGITS = re.compile(r"[0-9]+")
 CLAUSE_END = re.compile(r"[\n。！？!?；;，]|[.,](?=\s)")  # clause ends: shown text never ends mid-clause
@@ -128,13 +130,18 @@ class AnswerPlan:
         quote the one sentence of a policy section that answers the question)."""
         if not self.answer or self.key_facts:
             return True
-        said = _units(text)
+        # Output filters append their notes after a blank line ("价格以下单页面为准。"); the model's
+        # own reply is one paragraph.
+        said = _units(text.split("\n\n", 1)[0])
         for answer in (self.answer, *self.alternatives):
             wanted = _units(answer)
             if not wanted or not said:
                 return not wanted
             common = len(wanted & said)
-            if common / len(wanted) >= SAYS_SHARE or common / len(said) >= SAYS_SHARE:
+            # Most of what it says is from this one answer (not stitched from several), and it says
+            # a fair part of it (a quoted sentence of a policy section counts).
+            enough = common / len(wanted) >= SAYS_SHARE_MIN or common >= QUOTE_UNITS
+            if common / len(said) >= FROM_ONE_ANSWER and enough:
                 return True
         return False
 

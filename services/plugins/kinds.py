@@ -225,6 +225,8 @@ class IntentPlugin(Plugin[S]):
             metadata["route"] = result.route
         data = {"intent": result.label, "score": f"{result.score:.2f}", "method": result.method}
         context = [item] if (item := self.reply_block(result, state.language)) is not None else []
+        if notice := self.notice(result, state):
+            metadata["reply_prefix"] = notice
         return Contribution(
             metadata=metadata,
             facts={INTENT_FACT: result.label},
@@ -235,6 +237,11 @@ class IntentPlugin(Plugin[S]):
     def reply_block(self, result: IntentResult, language: str) -> ContextItem | None:
         """The intent's own answer as a context block ("sorry to hear that" to a complaint), or None."""
         return None
+
+    def notice(self, result: IntentResult, state: InputState) -> str:
+        """Words the reply starts with before the answer ("" for none): an apology to a complaint
+        that also names an order, whose status is then the answer."""
+        return ""
 
 
 # 6. entity ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from rapidfuzz.distance import OSA
 from clawdbot.services.plugins.base import PluginContext, PluginSettings, localized
 from clawdbot.services.plugins.builtin.text import find_term, normalize
 from clawdbot.services.plugins.kinds import IntentPlugin, IntentResult
-from clawdbot.services.plugins.types import ContextItem
+from clawdbot.services.plugins.types import ContextItem, InputState
 
 
 class IntentDef(BaseModel):
@@ -38,6 +38,10 @@ class IntentDef(BaseModel):
     # a context block with this answer, scored `reply_score`, so an order or product block still wins.
     reply: dict[str, str] = Field(default_factory=dict)
     reply_score: float = Field(default=0.6, ge=0.0, le=1.0)
+    # Said before the answer when this turn also named one of `notice_facts` (a complaint about an
+    # order: the apology, then the order's status from the lookup).
+    notice: dict[str, str] = Field(default_factory=dict)
+    notice_facts: list[str] = Field(default_factory=list)
 
 
 class IntentSettings(PluginSettings):
@@ -116,7 +120,21 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         if intent is None or result.method == "default":
             return None
         answer = localized(intent.reply, language or "zh")
-        return ContextItem(answer, f"intents#{intent.name}", intent.name, intent.reply_score, answer=answer)
+        # No text: the model is not shown the reply (it answers greetings and complaints by itself);
+        # the block is there for the gateway to verify against and fall back to.
+        return ContextItem("", f"intents#{intent.name}", intent.name, intent.reply_score, answer=answer)
+
+    def notice(self, result: IntentResult, state: InputState) -> str:
+        """An intent's notice fires on its keywords even when a stronger rule decided the intent
+        ("SO20261125012 坏了 太失望了" is an order question from an upset customer)."""
+        norm = normalize(state.text)
+        words = set(re.findall(r"[a-z]+", norm))
+        for intent, keywords in self.keywords:
+            if not intent.notice or not any(state.facts.get(f) for f in intent.notice_facts):
+                continue
+            if intent.name == result.label or any(self._keyword_hit(norm, words, k) for k in keywords):
+                return localized(intent.notice, state.language or "zh")
+        return ""
 
     def classify(self, text: str) -> IntentResult:
         norm = normalize(text)

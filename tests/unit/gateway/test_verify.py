@@ -83,6 +83,7 @@ def test_a_passage_reply_must_say_what_the_passage_says() -> None:
     block = common_pb2.ContextBlock(text=answer, source="faq.jsonl#faq-007", score=0.8, answer=answer)
     plan = AnswerPlan.for_turn([block], {"language": "zh"}, answer)
     assert plan.problem(answer) == ""
+    assert plan.problem(answer + "\n\n价格以下单页面为准。") == ""  # an output filter's note after the reply
     assert plan.problem("您好，欢迎光临小爪商城！请问有什么可以帮您？") == "off_answer"
     weak = common_pb2.ContextBlock(text=answer, source="faq.jsonl#faq-007", score=0.3, answer=answer)
     assert AnswerPlan.for_turn([weak], {"language": "zh"}, answer).answer == ""  # not sure enough to demand

@@ -150,3 +150,13 @@ async def test_callers_without_a_session_never_escalate_each_other(shop_set: Plu
     assert handoff.sessions == {} or all(key[1] for key in handoff.sessions)
     same = [handoff.assess(user_turn("What is your return policy?", session="s-42")) for _ in range(3)]
     assert same[-1] is not None and same[-1].reason == "failures"  # one caller repeating does escalate
+
+
+async def test_an_upset_customer_naming_an_order_hears_an_apology_then_its_status(
+    shop_set: PluginSet,
+) -> None:
+    result = await turn(shop_set, "音箱用了一个月就坏了 SO20261125012 太失望了")
+    assert result.metadata["reply_prefix"].startswith("非常抱歉")
+    assert result.context[0].source == "tool:lookup_order"
+    calm = await turn(shop_set, "SO20261125012到哪了")
+    assert "reply_prefix" not in calm.metadata
