@@ -27,6 +27,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from clawdbot.shared.script import cjk_share
+
 
 @dataclass
 class TurnResult:
@@ -114,9 +116,7 @@ class Report:
 
 def reply_language(reply: str) -> str:
     """ "zh" when a third or more of the letters are Chinese characters, else "en"."""
-    letters = [c for c in reply if c.isalpha()]
-    cjk = sum(1 for c in letters if "\u3400" <= c <= "\u9fff")
-    return "zh" if letters and cjk / len(letters) >= 0.3 else "en"
+    return "zh" if cjk_share(reply) >= 0.3 else "en"
 
 
 def score_turn(expect: dict[str, Any], reply: str, events: list[dict[str, Any]]) -> dict[str, bool]:

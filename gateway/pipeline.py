@@ -36,8 +36,9 @@ from clawdbot.gateway.summary import refresh_summary
 from clawdbot.gateway.textstream import StreamOutcome, TextPiece, detokenized, filtered, until_stop
 from clawdbot.gateway.toolcalls import ToolCallScanner
 from clawdbot.gateway.upstreams import ModelFacts, Upstreams
-from clawdbot.gateway.verify import AnswerPlan, ReplyGuard, has_cjk
+from clawdbot.gateway.verify import AnswerPlan, ReplyGuard
 from clawdbot.shared.errors import InvalidArgument, NotFound
+from clawdbot.shared.script import has_cjk
 from clawdbot.shared.telemetry import tracer
 from clawdbot.v1 import chat_pb2, common_pb2, inference_pb2, memory_pb2, plugins_pb2, tokenizer_pb2
 

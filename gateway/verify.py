@@ -20,9 +20,11 @@ a later clause that fails ends the reply at the last clause boundary before it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
+from clawdbot.shared.script import CJK, cjk_share
 from clawdbot.v1 import common_pb2
 
 PRIMARY_MIN_SCORE = 0.5  # a block scored below this does not surely answer the turn
@@ -33,17 +35,7 @@ QUOTE_UNITS = 8  # ... or this many: a whole sentence quoted from a long policy 
 MARKUP = re.compile(r"</?tool_call>|<\|im_|</?tool_response>|\{\s*\"(name|arguments)\"\s*:")
 DIGITS = re.compile(r"[0-9]+")
 CLAUSE_END = re.compile(r"[\n。！？!?；;，]|[.,](?=\s)")  # clause ends: shown text never ends mid-clause
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[a-z]+")
-
-
-def cjk_share(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    return sum(1 for c in letters if _CJK.match(c)) / len(letters) if letters else 0.0
-
-
-def has_cjk(text: str) -> bool:
-    return _CJK.search(text) is not None
 
 
 def digit_runs(text: str) -> set[str]:
@@ -53,7 +45,7 @@ def digit_runs(text: str) -> set[str]:
 def _units(text: str) -> set[str]:
     """Chinese character bigrams and English words: what "saying the same thing" is measured in."""
     lowered = text.lower()
-    cjk = "".join(c for c in lowered if _CJK.match(c))
+    cjk = "".join(c for c in lowered if CJK.match(c))
     return {cjk[i : i + 2] for i in range(len(cjk) - 1)} | {w for w in _WORD.findall(lowered) if len(w) > 2}
 
 
@@ -92,6 +84,11 @@ class AnswerPlan:
             alternatives=near,
         )
 
+    @functools.cached_property
+    def allowed_numbers(self) -> set[str]:
+        """The prompt's digit runs, made once: the guard checks each streamed clause against them."""
+        return digit_runs(self.grounding)
+
     @property
     def replacement(self) -> str:
         return self.answer or self.fallback
@@ -117,8 +114,7 @@ class AnswerPlan:
             runs = DIGITS.findall(text)
         else:  # a run touching the end may still grow
             runs = [m.group(0) for m in DIGITS.finditer(text) if m.end() < len(text)]
-        allowed = digit_runs(self.grounding)
-        bad = next((r for r in runs if r not in allowed), None)
+        bad = next((r for r in runs if r not in self.allowed_numbers), None)
         return f"ungrounded_number:{bad}" if bad is not None else ""
 
     def missing_facts(self, text: str) -> list[str]:

@@ -14,13 +14,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from clawdbot.services.plugins.base import PluginSettings
-from clawdbot.services.plugins.builtin.text import cjk_share
 from clawdbot.services.plugins.kinds import LanguageGuess, LanguagePlugin
 from clawdbot.services.plugins.types import Contribution, InputState
+from clawdbot.shared.script import CJK, cjk_share
 
 _DETECTORS: dict[tuple[str, ...], Any] = {}
 _IDS = re.compile(r"[A-Za-z]{1,4}\d{4,}")  # order ids, tracking numbers, SKUs say nothing of the language
-_CJK = re.compile(r"[\u3400-\u9fff]")  # two Chinese characters: whoever wrote them reads Chinese
 _LETTERS = re.compile(r"[^\W\d_]", re.UNICODE)
 _BUILD_LOCK = threading.Lock()
 
@@ -58,7 +57,8 @@ class LinguaLanguage(LanguagePlugin[LanguageSettings]):
     def _detect(self, text: str) -> LanguageGuess:
         if not text.strip():
             return LanguageGuess(self.settings.default, 0.0)
-        if "zh" in self.settings.languages and (cjk_share(text) >= 0.3 or len(_CJK.findall(text)) >= 2):
+        # Two Chinese characters are enough: whoever wrote them reads Chinese.
+        if "zh" in self.settings.languages and (cjk_share(text) >= 0.3 or len(CJK.findall(text)) >= 2):
             # Chinese characters decide it even in mixed text ("我的 Xiaomi 14 订单"): lingua would weigh the Latin words.
             return LanguageGuess("zh", max(0.9, cjk_share(text)))
         detector = detector_for(tuple(sorted(self.settings.languages)))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from clawdbot.shared.script import cjk_share, has_cjk
+
+__all__ = ["cjk_share", "find_term", "has_cjk", "is_word_char", "normalize", "normalize_question"]
+
 _PUNCT_OR_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def normalize(text: str) -> str:
@@ -17,17 +20,6 @@ def normalize(text: str) -> str:
 def normalize_question(text: str) -> str:
     """`normalize` without punctuation or spaces: "Hi!!" and "hi" and "你好？" match "你好"."""
     return _PUNCT_OR_SPACE.sub("", normalize(text))
-
-
-def has_cjk(text: str) -> bool:
-    return _CJK.search(text) is not None
-
-
-def cjk_share(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return 0.0
-    return sum(1 for c in letters if _CJK.match(c)) / len(letters)
 
 
 def is_word_char(char: str) -> bool:
