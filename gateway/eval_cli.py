@@ -184,6 +184,26 @@ async def run_conversation(
     return results
 
 
+async def wait_ready(client: httpx.AsyncClient, timeout: float, console: Console) -> None:
+    """Until the mesh's /readyz says ready (the model loads after the front door is up), bounded by
+    `timeout`; a server without /readyz (404) is taken as ready."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            response = await client.get("/readyz")
+            if response.status_code in (200, 404):
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            raise click.ClickException(f"the mesh at {client.base_url} was not ready within {timeout:.0f} s")
+        if not said:
+            console.print("waiting for the mesh to be ready (/readyz) ...")
+            said = True
+        await asyncio.sleep(1.0)
+
+
 async def evaluate(
     conversations: list[dict[str, Any]],
     url: str,
@@ -192,11 +212,13 @@ async def evaluate(
     max_tokens: int,
     concurrency: int,
     console: Console,
+    ready_timeout: float = 300.0,
 ) -> Report:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     report = Report()
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+        await wait_ready(client, ready_timeout, console)
         with Progress(console=console, transient=False) as progress:
             task = progress.add_task("evaluating", total=len(conversations))
 
@@ -252,6 +274,13 @@ def print_report(report: Report, console: Console) -> None:
 @click.option(
     "--min-accuracy", type=float, default=None, help="Exit 1 when the accuracy is below this (for CI)."
 )
+@click.option(
+    "--ready-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the mesh's /readyz before the first conversation.",
+)
 def eval_command(
     file: Path,
     url: str,
@@ -261,13 +290,16 @@ def eval_command(
     concurrency: int,
     report_path: Path | None,
     min_accuracy: float | None,
+    ready_timeout: float,
 ) -> None:
     """Run the conversations in FILE through the mesh and print accuracy per category."""
     console = Console(stderr=True)
     conversations = [
         json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
-    report = asyncio.run(evaluate(conversations, url, api_key, model, max_tokens, concurrency, console))
+    report = asyncio.run(
+        evaluate(conversations, url, api_key, model, max_tokens, concurrency, console, ready_timeout)
+    )
     print_report(report, console)
     if report_path is not None:
         report_path.write_text(

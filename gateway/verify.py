@@ -70,17 +70,29 @@ class AnswerPlan:
         grounding: str,
     ) -> AnswerPlan:
         primary = context[0] if context and context[0].score >= PRIMARY_MIN_SCORE else None
+        fallback = metadata.get("template.fallback", "")
+        if primary is None:
+            # Nothing surely answers the turn: the reply declines (the fallback template) or says
+            # one of the weaker blocks' answers; a greeting or a made-up answer to a question the
+            # plugins found nothing for is not sent.
+            return cls(
+                language=metadata.get("language", ""),
+                grounding=grounding,
+                answer=fallback,
+                fallback=fallback,
+                alternatives=[b.answer for b in context if b.answer],
+            )
         near = [
             b.answer
             for b in context[1:]
-            if primary and b.answer and b.score >= max(PRIMARY_MIN_SCORE, primary.score - NEAR_TIE)
+            if b.answer and b.score >= max(PRIMARY_MIN_SCORE, primary.score - NEAR_TIE)
         ]
         return cls(
             language=metadata.get("language", ""),
             grounding=grounding,
-            key_facts=list(primary.key_facts) if primary else [],
-            answer=primary.answer if primary else "",
-            fallback=metadata.get("template.fallback", ""),
+            key_facts=list(primary.key_facts),
+            answer=primary.answer,
+            fallback=fallback,
             alternatives=near,
         )
 
@@ -124,7 +136,7 @@ class AnswerPlan:
     def says_the_answer(self, text: str) -> bool:
         """Most of the answer is in the reply, or most of the reply is from the answer (a reply may
         quote the one sentence of a policy section that answers the question)."""
-        if not self.answer or self.key_facts:
+        if not self.answer:
             return True
         # Output filters append their notes after a blank line ("价格以下单页面为准。"); the model's
         # own reply is one paragraph.
@@ -134,9 +146,10 @@ class AnswerPlan:
             if not wanted or not said:
                 return not wanted
             common = len(wanted & said)
-            # Most of what it says is from this one answer (not stitched from several), and it says
-            # a fair part of it (a quoted sentence of a policy section counts).
-            enough = common / len(wanted) >= SAYS_SHARE_MIN or common >= QUOTE_UNITS
+            # Most of what it says is from this one answer (not stitched from several, not garbled
+            # after its key facts), and, for a passage, it says a fair part of it (a quoted
+            # sentence of a policy section counts; a block's key facts say that much already).
+            enough = bool(self.key_facts) or common / len(wanted) >= SAYS_SHARE_MIN or common >= QUOTE_UNITS
             if common / len(said) >= FROM_ONE_ANSWER and enough:
                 return True
         return False

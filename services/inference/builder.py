@@ -141,6 +141,9 @@ def engine_limits(engine: Engine) -> Limits:
 GPU_WARM_UP_LENGTHS = (1, 3, 13, 16, 40, 64, 100, 512, 700, 2048)
 
 
+WARM_UP_GROUNDING = "SO20261125001 ¥3999 2026-11-26 400-820-1234"  # digits of every kind a reply copies
+
+
 async def warm_up(engine: Engine) -> None:
     """Short requests through the whole path, so the first clients do not pay for lazy init.
 
@@ -162,11 +165,22 @@ async def warm_up(engine: Engine) -> None:
 
     for i, length in enumerate(lengths):
         await engine.generate(prompt(length), params, request_id=f"__warmup{i}__")
+    # Chat turns are grounded: the mask and automaton's kernels load now, not on a customer's first
+    # turn (lazily loaded CUDA kernels cost ~ms each on first launch).
+    grounding = WARM_UP_GROUNDING if engine.grounding == "on" else None
+    if grounding is not None:
+        await engine.generate(prompt(3), params, request_id="__warmup-grounded__", grounding=grounding)
     if engine.device.type == "cuda":
         # A wave of concurrent requests: mixed prefill + decode steps of many sizes, as under load.
         config = engine.engine_config
         count = min(config.max_num_seqs, config.max_waiting, 2 * config.max_num_batched_tokens // 128)
         wave = [prompt(draw.randrange(64, 192)) for _ in range(count)]
         await asyncio.gather(
-            *(engine.generate(p, params, request_id=f"__warmup-wave{i}__") for i, p in enumerate(wave))
+            *(
+                # every other one grounded: mixed batches, as chat turns and raw completions come
+                engine.generate(
+                    p, params, request_id=f"__warmup-wave{i}__", grounding=grounding if i % 2 else None
+                )
+                for i, p in enumerate(wave)
+            )
         )

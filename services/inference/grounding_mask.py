@@ -98,29 +98,44 @@ class GroundingTables:
         return len(self._attached)
 
     # -- the pool --------------------------------------------------------------------------------
-    def slot(self, seq: Sequence) -> int:
-        """The request's slot (0: not grounded), attaching its trie on first use.
+    def slots(self, seqs: list[Sequence]) -> list[int]:
+        """Each request's slot (0: not grounded), attaching the new ones' tries together: one
+        upload and three small kernels for a step, however many requests it admits (one upload
+        and two fills per request made a 256-request prompt step wait on 768 tiny copies)."""
+        new = [s for s in dict.fromkeys(seqs) if s.trie is not None and s not in self._attached]
+        if new:
+            self._attach(new)
+        return [0 if s.trie is None else self._attached[s][0] for s in seqs]
 
-        The upload is queued on the device's stream, after every step already launched: a slot or
-        node range freed by a request that finished may still be read by the step in flight, and
-        stream order makes that step finish with it first.
-        """
-        if seq.trie is None:
-            return 0
-        held = self._attached.get(seq)
-        if held is not None:
-            return held[0]
-        trie: Trie = seq.trie
-        count = trie.num_nodes
-        base = self._take(count)
-        if not self._free_slots:
-            self._grow_slots(2 * self.state.shape[0])
-        slot = self._free_slots.pop()
-        self.nodes[base : base + count] = self._to_device(node_rows(trie, base))
-        self.state[slot, 0].fill_(base)  # views filled with a scalar: no copy from the host
-        self.state[slot, 1].fill_(0)
-        self._attached[seq] = (slot, base, count)
-        return slot
+    def _attach(self, seqs: list[Sequence]) -> None:
+        rows, index, slots, bases = [], [], [], []
+        for seq in seqs:
+            assert seq.trie is not None
+            count = seq.trie.num_nodes
+            base = self._take(count)
+            if not self._free_slots:
+                self._grow_slots(2 * self.state.shape[0])
+            slot = self._free_slots.pop()
+            rows.append(node_rows(seq.trie, base).flatten().long())
+            index.append(torch.arange(base, base + count, dtype=torch.long))
+            slots.append(slot)
+            bases.append(base)
+            self._attached[seq] = (slot, base, count)
+        nodes = sum(len(i) for i in index)
+        packed = torch.cat([*rows, *index, torch.tensor(slots + bases, dtype=torch.long)])
+        # Queued on the device's stream after every step already launched: a slot or node range a
+        # finished request gave back may still be read by the step in flight, which finishes first.
+        device = self._to_device(packed)
+        table = device[: nodes * COLUMNS].view(nodes, COLUMNS).to(torch.int32)
+        where = device[nodes * COLUMNS : nodes * (COLUMNS + 1)]
+        slot_ids = device[nodes * (COLUMNS + 1) : nodes * (COLUMNS + 1) + len(slots)]
+        self.nodes.index_copy_(0, where, table)
+        self.state[:, 0].index_copy_(0, slot_ids, device[nodes * (COLUMNS + 1) + len(slots) :])
+        self.state[:, 1].index_fill_(0, slot_ids, 0)
+
+    def slot(self, seq: Sequence) -> int:
+        """The request's slot (0: not grounded), attaching its trie on first use."""
+        return self.slots([seq])[0]
 
     def release(self, seq: Sequence) -> None:
         """Give a finished request's slot and nodes back (nothing if it never got any)."""

@@ -230,7 +230,7 @@ class ModelRunner:
             if self._mix.grounded:
                 assert self.grounding is not None, "a grounded request in an engine that cannot ground"
                 tables = self.grounding
-                self._grounding_rows = tables.rows(self._tensor([tables.slot(s) for s in seqs]))
+                self._grounding_rows = tables.rows(self._tensor(tables.slots(seqs)))
         mix = self._mix
         if mix.all_greedy:
             none, nothing = self._no_rows, self._no_rows_f

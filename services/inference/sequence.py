@@ -81,6 +81,9 @@ class Sequence:
     trie: Trie | None = None  # its digit runs, made by the engine when the request arrives
 
     def __post_init__(self) -> None:
+        # Our own list: the output is appended to it, and the caller's prompt must stay the prompt
+        # (a caller that submits the same prompt twice would otherwise send prompt + reply).
+        self.token_ids = list(self.token_ids)
         if not self.num_prompt:
             self.num_prompt = len(self.token_ids)
 

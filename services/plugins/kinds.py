@@ -216,25 +216,61 @@ class IntentPlugin(Plugin[S]):
     carried: ClassVar[tuple[str, ...]] = ("return_refund", "shipping", "warranty", "payment", "product_info")
 
     async def preprocess(self, state: InputState) -> Contribution | None:
-        result = self.classify(state.text)
+        rewritten = self.repeated_question(state) or self.spaced(state.text)
+        if rewritten is not None:
+            # "用中文再说一遍": the question asked before, answered again; "howmuchisthexiaomi14":
+            # the words it is made of.
+            state.text = rewritten
+        result = self.classify(self.classified_text(state))
         last = state.fact(INTENT_FACT)
         if result.method == "default" and last in self.carried:
             result = IntentResult(last, 0.5, "context", result.route)
-        metadata = {"intent": result.label, "intent_score": f"{result.score:.2f}"}
+        result = self.follow_up(result, last, state)
+        metadata = {
+            "intent": result.label,
+            "intent_score": f"{result.score:.2f}",
+            "intent_method": result.method,  # rule, example, context, follow_up or default
+        }
         if result.route:
             metadata["route"] = result.route
         data = {"intent": result.label, "score": f"{result.score:.2f}", "method": result.method}
-        context = [item] if (item := self.reply_block(result, state.language)) is not None else []
+        context = [item] if (item := self.reply_block(result, state)) is not None else []
         if notice := self.notice(result, state):
             metadata["reply_prefix"] = notice
+        if also := self.also_asked(result, state):
+            metadata["intent_also"] = also
         return Contribution(
+            text=rewritten,
             metadata=metadata,
             facts={INTENT_FACT: result.label},
             events=[Event("intent", self.name, data=data)],
             context=context,
         )
 
-    def reply_block(self, result: IntentResult, language: str) -> ContextItem | None:
+    def spaced(self, text: str) -> str | None:
+        """`text` with words typed without spaces split apart, or None when nothing changes."""
+        return None
+
+    def also_asked(self, result: IntentResult, state: InputState) -> str:
+        """A second intent the turn asks about ("SO… 还能改地址吗?": the order, and the address
+        policy), whose passage then answers first; "" for none."""
+        return ""
+
+    def classified_text(self, state: InputState) -> str:
+        """What the intent is read from: the message, less what a guard flagged as smuggled."""
+        return state.text
+
+    def repeated_question(self, state: InputState) -> str | None:
+        """The earlier question when this message only asks to hear the answer again (in another
+        language: "用中文再说一遍", "english please"), else None."""
+        return None
+
+    def follow_up(self, result: IntentResult, last: str | None, state: InputState) -> IntentResult:
+        """The intent of a follow-up that points back ("how much did I get back?" after an order
+        lookup is about that order), else `result` unchanged."""
+        return result
+
+    def reply_block(self, result: IntentResult, state: InputState) -> ContextItem | None:
         """The intent's own answer as a context block ("sorry to hear that" to a complaint), or None."""
         return None
 

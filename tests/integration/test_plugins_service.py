@@ -192,9 +192,12 @@ async def test_invoke_tool_runs_lookup_order_and_reports_bad_calls(
     reply = await stub.InvokeTool(plugins_pb2.InvokeToolRequest(turn=turn(), call=call), timeout=10)
     assert (reply.tool_call_id, reply.plugin, reply.is_error) == ("call-1", "shop_tools", False)
     assert json.loads(reply.content)["status_en"] == "awaiting payment"
-    call.function.arguments = '{"order_id": "12"}'
+    call.function.arguments = '{"order_id": "SO 2026/11"}'  # outside the schema's pattern
     bad = await stub.InvokeTool(plugins_pb2.InvokeToolRequest(turn=turn(), call=call), timeout=10)
     assert bad.is_error and "invalid arguments" in bad.content
+    call.function.arguments = '{"order_id": "12"}'  # well-formed but no order: looked up, not found
+    missing = await stub.InvokeTool(plugins_pb2.InvokeToolRequest(turn=turn(), call=call), timeout=10)
+    assert not missing.is_error and json.loads(missing.content)["found"] is False
     call.function.arguments = "{not json"
     assert (await stub.InvokeTool(plugins_pb2.InvokeToolRequest(turn=turn(), call=call), timeout=10)).is_error
     call.function.name = "format_disk"

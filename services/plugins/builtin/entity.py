@@ -14,7 +14,7 @@ from pydantic import Field
 from clawdbot.services.plugins.base import PluginContext, PluginSettings
 from clawdbot.services.plugins.kinds import EntityPlugin, Slot
 
-_CN_NUMERALS = {
+CN_NUMERALS = {
     "零": 0,
     "一": 1,
     "二": 2,
@@ -44,9 +44,25 @@ class EntitySettings(PluginSettings):
     order_id_pattern: str = r"SO\d{11}"
     product_code_pattern: str = r"P\d{4}"
     sku_pattern: str | None = r"[A-Z]{2}-[A-Z0-9]+(?:-[A-Z0-9]+)*"
+    # What a customer gives as an order number that is not one ("SO2026112500", "订单号是1234567",
+    # "my order JD20261125001"): the `order_ref` fact, so the lookup can say it was not found
+    # instead of the bot asking again or guessing. Group 1 (or the whole match) is the reference.
+    order_ref_pattern: str | None = (
+        r"(?<![A-Za-z0-9])(SO\s?\d{5,15})(?!\d)"
+        r"|(?:订单号|单号|订单编号|订单|order\s*(?:number|no\.?|#|id)?)\s*(?:是|为|:|：|#|is)?\s*([A-Z]{0,3}\d{5,15})(?![\dA-Za-z])"
+    )
     currency: str = "CNY"
     slots: list[str] = Field(
-        default_factory=lambda: ["order_id", "phone", "product_id", "sku", "amount", "date", "email"]
+        default_factory=lambda: [
+            "order_id",
+            "order_ref",
+            "phone",
+            "product_id",
+            "sku",
+            "amount",
+            "date",
+            "email",
+        ]
     )
     timezone_offset_hours: float = 8.0  # "today" is the shop's today
 
@@ -89,6 +105,9 @@ class PatternSlots(EntityPlugin[EntitySettings]):
         super().__init__(name, settings, context)
         self.order_id = _bounded(settings.order_id_pattern)
         self.product = _bounded(settings.product_code_pattern)
+        self.order_ref = (
+            re.compile(settings.order_ref_pattern, re.IGNORECASE) if settings.order_ref_pattern else None
+        )
         self.sku = (
             re.compile(rf"(?<![A-Za-z0-9-]){settings.sku_pattern}(?![A-Za-z0-9-])")
             if settings.sku_pattern
@@ -129,6 +148,16 @@ class PatternSlots(EntityPlugin[EntitySettings]):
                 (m.start(), Slot("order_id", re.sub(r"\s", "", m.group(0)).upper(), m.group(0)))
                 for m in self.order_id.finditer(unicodedata.normalize("NFKC", text))
             ]
+        if (
+            "order_ref" in wanted
+            and self.order_ref is not None
+            and not any(s.name == "order_id" for _, s in found)
+        ):
+            for m in self.order_ref.finditer(unicodedata.normalize("NFKC", text)):
+                ref = re.sub(r"\s", "", next((g for g in m.groups() if g), m.group(0))).upper()
+                if not _PHONE.fullmatch(ref):
+                    found.append((m.start(), Slot("order_ref", ref, m.group(0))))
+                    break
         if "phone" in wanted:
             found += [
                 (m.start(), Slot("phone", "".join(m.groups()), m.group(0))) for m in _PHONE.finditer(text)

@@ -106,6 +106,50 @@ class HandoffSettings(PluginSettings):
             r"是(真人|机器人)吗",
         ]
     )
+    # Requests worded freely ("can you put me through to a person", "帮我接通人工"): regular
+    # expressions, case-insensitive, searched in the message.
+    request_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"\b(speak|talk|chat)\s+(to|with)\s+(a|an|the|your|some)?\s*(real\s+)?(manager|human|person|supervisor|agent|representative|staff)\b",
+            r"\b(put|transfer|connect|pass)\s+me\s+(through\s+|on\s+)?(to|with)\s+(a|an|the|your)?\s*(real\s+|live\s+)?(manager|human|person|supervisor|agent|representative|operator|support|staff|customer\s+service|someone)\b",
+            r"\b(get|give|bring|find)\s+me\s+(a|an|the|your)?\s*(real\s+|live\s+)?(manager|human|person|supervisor|agent|representative|operator)\b",
+            r"\b(i\s+)?(want|need|demand)\s+(a|an|the|your)?\s*(real\s+|live\s+)?(manager|human|supervisor|representative|operator|human\s+agent)\b",
+            r"(叫|找|让|请)(你们)?(的)?(客服|人工|经理|主管|领导|老板)(出来|来|过来|跟我|和我)",
+            r"(有没有|有)真人(吗|嘛|么)?",
+            r"(人工|人公|真人)(客服)?(在吗|在不在|呢|在线吗)",
+            r"\b(talk|speak|chat|deal|sort\w*(\s+\w+){0,4})\s+(to|with)\s+(an?\s+|the\s+|some(one|body)\s+)?(actual|real|live|human)?\s*(human|person|people|someone|somebody|staff|agent|manager|supervisor|representative|operator|team)\b",
+            r"\bnot\s+(a|the|this|your)\s+(chat\s*)?bot\b",
+            r"不想(跟|和|同)(机器|机器人|ai|bot)",
+            r"\b(transfer|connect|put)\s+(me\s+)?(through\s+)?to\s+(a\s+)?(人工|真人|客服)",
+            r"(接通|转接|转到|转给|找|叫|要|换|联系)(一下|一个|个|你们的?)?(人工|真人|客服人员|经理|主管|领导|负责人)",
+            r"(机器人|bot|\bai\b).{0,6}(解决不了|没用|不管用|听不懂|答非所问|useless|can'?t help)",
+        ]
+    )
+    # Politeness around a one-word request ("人工 please", "operator pls") is stripped first.
+    polite_words: list[str] = Field(
+        default_factory=lambda: [
+            "please",
+            "pls",
+            "plz",
+            "thanks",
+            "thx",
+            "now",
+            "谢谢",
+            "请",
+            "麻烦",
+            "一下",
+            "吧",
+        ]
+    )
+    # Questions about the people, not for them ("人工客服几点上班", "when are your agents online").
+    question_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(人工|客服|真人).{0,4}(几点|什么时候|啥时候|时间|上班|下班|在线吗|电话|热线)",
+            r"(几点|[一二三四五六七八九十\d]+点|晚上|早上|周末|节假日|凌晨).{0,6}(还有|有没有|有)(人工|客服|真人)",
+            r"\b(when|what time|which hours|hours)\b.{0,30}\b(agents?|humans?|people|staff|customer service)\b.{0,15}\b(online|available|work|open)",
+            r"\b(agents?|customer service)\b.{0,10}\b(hours|opening|online hours)\b",
+        ]
+    )
     failure_patterns: list[str] = Field(
         default_factory=lambda: [
             "抱歉，我不太明白",
@@ -138,6 +182,17 @@ class HandoffSettings(PluginSettings):
     )
 
 
+SMUGGLED = ("fake_authority", "prompt_injection")
+_NOTE = re.compile(r"[\[【(（<][^\]】)）>]{0,80}[\]】)）>]")
+
+
+def without_smuggled_notes(state: InputState) -> str:
+    """The message without bracketed notes when the input guard flagged smuggled authority."""
+    if state.metadata.get("guard_category") != "fake_authority":
+        return state.text
+    return _NOTE.sub(" ", state.text)
+
+
 def sentiment_score(text: str, negative: list[str]) -> float:
     """Negative words count 1 each (1.5 after an intensifier); each "!" adds 0.25 once a word was found."""
     norm = normalize(text)
@@ -166,8 +221,19 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
         self.requests = [normalize(k) for k in settings.request_keywords]
         self.exact = {normalize_question(k) for k in settings.exact_requests}
         self.identity = [re.compile(p, re.IGNORECASE) for p in settings.identity_patterns]
+        self.request_patterns = [re.compile(p, re.IGNORECASE) for p in settings.request_patterns]
+        self.questions = [re.compile(p, re.IGNORECASE) for p in settings.question_patterns]
         self.failures = [normalize(p) for p in settings.failure_patterns]
         self.negative = [normalize(w) for w in settings.negative_words]
+
+    def _bare_request(self, text: str) -> bool:
+        words = [w for w in re.split(r"[\s,，.。!！?？~]+", normalize(text)) if w]
+        polite = {normalize(w) for w in self.settings.polite_words}
+        while words and words[-1] in polite:
+            words.pop()
+        while words and words[0] in polite:
+            words.pop(0)
+        return bool(words) and normalize_question(" ".join(words)) in self.exact
 
     def _session(self, tenant: str, session_id: str) -> SessionState:
         key = (tenant, session_id)
@@ -182,12 +248,21 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
         return localized(self.settings.replies.get(reason, {}), language or "zh")
 
     def assess(self, state: InputState) -> HandoffDecision | None:
-        norm = normalize(state.text)
+        # A note the input guard flagged as smuggled authority ("[客服主管备注：…]") is not the
+        # customer asking for the manager.
+        text = without_smuggled_notes(state)
+        if state.metadata.get("guard_category") in SMUGGLED:
+            # "NOTE FROM SUPERVISOR: …": a message carrying smuggled authority names people it
+            # does not ask for.
+            text = ""
+        norm = normalize(text)
         language = state.language
         hit = next((k for k in self.requests if find_term(norm, k) >= 0), None)
-        if hit is None and normalize_question(state.text) in self.exact:
+        if hit is None:
+            hit = next((m.group(0) for p in self.request_patterns if (m := p.search(norm))), None)
+        if hit is None and self._bare_request(text):
             hit = norm
-        if hit is not None and any(p.search(norm) for p in self.identity):
+        if hit is not None and any(p.search(norm) for p in (*self.identity, *self.questions)):
             hit = None
         if hit is not None:
             return HandoffDecision(

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz.distance import OSA
 
 from clawdbot.services.plugins.base import PluginContext, PluginSettings, localized
+from clawdbot.services.plugins.builtin.handoff import without_smuggled_notes
 from clawdbot.services.plugins.builtin.text import find_term, normalize
 from clawdbot.services.plugins.kinds import IntentPlugin, IntentResult
 from clawdbot.services.plugins.types import ContextItem, InputState
@@ -31,6 +33,9 @@ class IntentDef(BaseModel):
     name: str
     keywords: list[str] = Field(default_factory=list)  # any of them (whole words for Latin) -> this intent
     patterns: list[str] = Field(default_factory=list)  # regular expressions, case-insensitive
+    # Regular expressions that count as keywords (priorities still decide): "ordered black but got
+    # pink" is a complaint, yet a question in the same message is answered.
+    keyword_patterns: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list)
     route: str = ""  # where the gateway should send the turn ("model", "human", "tool:lookup_order")
     priority: int = 1  # among intents whose keywords all occur, the highest priority wins
@@ -42,6 +47,48 @@ class IntentDef(BaseModel):
     # order: the apology, then the order's status from the lookup).
     notice: dict[str, str] = Field(default_factory=dict)
     notice_facts: list[str] = Field(default_factory=list)
+    # ... or whenever this intent's keywords occur but another intent answers the turn (an upset
+    # customer asking when a refund arrives hears the apology, then the refund times).
+    notice_on_keywords: bool = False
+    # Right after a turn of this intent, with these facts in the session, these words keep the
+    # conversation on it ("啥时候到", "how much did I get back" after an order lookup).
+    # No `reply` block when the turn or the session already holds one of these facts.
+    reply_unless_facts: list[str] = Field(default_factory=list)
+    follow_up_keywords: list[str] = Field(default_factory=list)
+    follow_up_facts: list[str] = Field(default_factory=list)
+
+
+# Words typed without spaces ("canireturnmyearbuds") are split into words by word frequencies
+# (wordninja's English list) with the shop's own words (keywords, product names) ranked in among the
+# common ones, so "earbuds" and "xiaomi" stay whole. Only Latin runs this long are split.
+# "SO20261125004 还能改地址吗?", "how do I pay for SO…003?": the order is named, but what is asked
+# is how a policy applies to it; the policy's passage answers first, the order's status second.
+_HOW = re.compile(
+    r"(能不能|可不可以|能否|还能|可以|怎么|如何|能吗|想\s*(取消|退|换|改|cancel)|\bcancel\b|\bcan i\b|\bcould i\b|"
+    r"\bhow (do|can|should) i\b|\bis it possible\b|\bhow to\b|\b(want|like) to (cancel|return|change|pay)\b)"
+)
+ALSO_ASKED = ("return_refund", "payment", "warranty")
+ORDER_CHANGE = "order_change"  # the cancel / change-address entry of order_status, as a second intent
+KEYWORD_PATTERN_WEIGHT = 4  # a keyword pattern weighs as much as a four-character keyword
+RUN_TOGETHER = re.compile(r"[A-Za-z][A-Za-z0-9']{13,}")
+DOMAIN_RANK = 2000  # where the shop's words go in the frequency list
+
+
+def run_together_splitter(domain_words: set[str]) -> Callable[[str], list[str]]:
+    import wordninja
+
+    base = wordninja.DEFAULT_LANGUAGE_MODEL
+    common = sorted(base._wordcost, key=base._wordcost.get)
+    extra = [
+        w
+        for w in sorted(domain_words)
+        if w not in base._wordcost or base._wordcost[w] > base._wordcost[common[DOMAIN_RANK]]
+    ]
+    words = list(dict.fromkeys([*common[:DOMAIN_RANK], *extra, *common[DOMAIN_RANK:]]))
+    model = wordninja.LanguageModel.__new__(wordninja.LanguageModel)
+    model._wordcost = {w: math.log((i + 1) * math.log(len(words))) for i, w in enumerate(words)}
+    model._maxword = max(len(w) for w in words)
+    return model.split
 
 
 class IntentSettings(PluginSettings):
@@ -53,6 +100,17 @@ class IntentSettings(PluginSettings):
     # intent, at priority 0, so "do you have the mx keys?" is a product question.
     catalogue: str | None = None
     catalogue_intent: str = "product_info"
+    # A message that only asks to hear the last answer again, maybe in another language: the
+    # earlier question is answered instead. Matched on the whole message, case-insensitive.
+    repeat_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(请|麻烦)?(用|说|换成?|改用)?(中文|汉语|普通话|英文|英语)(再|重新)?(说|讲|回答|回复|发)?(一遍|一下|一次)?(吧|呗|好吗|可以吗)?",
+            r"(请|麻烦)?(再|重新)(说|讲|回答|回复|发)(一遍|一下|一次)(吧|呗)?",
+            r"((can|could) you )?(please )?(say|repeat|answer|reply|write|tell me)( that| it| this)?( again)?( in (english|chinese))?( please)?",
+            r"(in )?(english|chinese)( please| pls| plz)?",
+            r"(please )?(reply|answer|speak) in (english|chinese)( please)?",
+        ]
+    )
 
 
 def features(text: str) -> Counter[str]:
@@ -106,7 +164,88 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
             raise ValueError("no intents configured (`intents:` or `file:`)")
         self.patterns = [(i, [re.compile(p, re.IGNORECASE) for p in i.patterns]) for i in self.intents]
         self.keywords = [(i, [normalize(k) for k in i.keywords]) for i in self.intents]
+        self.keyword_patterns = [
+            [re.compile(p, re.IGNORECASE) for p in i.keyword_patterns] for i in self.intents
+        ]
         self.examples = [(i, features(example)) for i in self.intents for example in i.examples]
+        self.repeats = [re.compile(p, re.IGNORECASE) for p in settings.repeat_patterns]
+        domain = {
+            w
+            for intent in self.intents
+            for k in intent.keywords
+            for w in re.findall(r"[a-z0-9]+", normalize(k))
+            if len(w) > 2
+        }
+        self._split_words = run_together_splitter(domain)
+        self.follow_ups = [
+            (i, [normalize(k) for k in i.follow_up_keywords]) for i in self.intents if i.follow_up_keywords
+        ]
+
+    def classified_text(self, state: InputState) -> str:
+        return without_smuggled_notes(state)
+
+    def also_asked(self, result: IntentResult, state: InputState) -> str:
+        if result.label != "order_status" or result.method != "rule" or not state.facts.get("order_id"):
+            return ""
+        norm = normalize(state.text)
+        if not _HOW.search(norm):
+            return ""
+        words = set(re.findall(r"[a-z]+", norm))
+        best, length = "", 0
+        for intent, keywords in self.keywords:
+            change = intent.name == "order_status" and intent.priority == 2
+            if intent.name not in ALSO_ASKED and not change:
+                continue
+            hit = sum(len(k) for k in keywords if self._keyword_hit(norm, words, k))
+            if hit > length:
+                best, length = (ORDER_CHANGE if change else intent.name), hit
+        return best
+
+    def spaced(self, text: str) -> str | None:
+        """`text` with run-together English split into words, or None when there is none."""
+        if not RUN_TOGETHER.search(text):
+            return None
+        return RUN_TOGETHER.sub(lambda m: " ".join(self._split_words(m.group(0).lower())), text)
+
+    def repeated_question(self, state: InputState) -> str | None:
+        text = re.sub(r"[\s\W_]+$", "", normalize(state.text).strip())
+        text = re.sub(r"^[\W_]+", "", text)
+        if not text or not any(p.fullmatch(text) for p in self.repeats):
+            return None
+        earlier = [m.content for m in state.messages[:-1] if m.role == "user" and m.content.strip()]
+        for question in reversed(earlier):
+            if self.repeated_question_text(question) is None:
+                return question
+        return None
+
+    def repeated_question_text(self, question: str) -> str | None:
+        text = re.sub(r"[\s\W_]+$", "", normalize(question).strip())
+        return text if any(p.fullmatch(text) for p in self.repeats) else None
+
+    def follow_up(self, result: IntentResult, last: str | None, state: InputState) -> IntentResult:
+        if not last or result.label == last or (result.score >= 1.0 and result.label not in self.weak_labels):
+            return result
+        norm = normalize(state.text)
+        words = set(re.findall(r"[a-z]+", norm))
+        for intent, keywords in self.follow_ups:
+            if intent.name != last or not all(state.fact(f) for f in intent.follow_up_facts):
+                continue
+            if any(self._keyword_hit(norm, words, k) for k in keywords):
+                return IntentResult(intent.name, 0.9, "follow_up", intent.route)
+        return result
+
+    # Intents decided by words any follow-up may hold ("how much", "when"): a follow-up keyword of
+    # the conversation's intent outranks them.
+    weak_labels = (
+        "product_info",
+        "shipping",
+        "return_refund",
+        "payment",
+        "complaint",
+        "other",
+        "greeting",
+        "thanks",
+    )
 
     def _keyword_hit(self, norm: str, words: set[str], keyword: str) -> bool:
         if find_term(norm, keyword) >= 0:
@@ -115,14 +254,30 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
             return False
         return any(len(w) >= 4 and OSA.distance(w, keyword, score_cutoff=1) <= 1 for w in words)
 
-    def reply_block(self, result: IntentResult, language: str) -> ContextItem | None:
+    def reply_block(self, result: IntentResult, state: InputState) -> ContextItem | None:
         intent = next((i for i in self.intents if i.name == result.label and i.reply), None)
         if intent is None or result.method == "default":
             return None
-        answer = localized(intent.reply, language or "zh")
+        if any(state.fact(f) for f in intent.reply_unless_facts):
+            return None  # "please send the order number" when the turn (or the session) has one
+        answer = localized(intent.reply, state.language or "zh")
+        # Sure when the words of the entry that carries the reply were said ("where is my parcel?"
+        # asks for the number); less when a sibling entry decided the intent ("how do I cancel an
+        # order?" is answered by the FAQ).
+        norm = normalize(state.text)
+        words = set(re.findall(r"[a-z]+", norm))
+        own = [normalize(k) for k in intent.keywords]
+        said = any(self._keyword_hit(norm, words, k) for k in own) or any(
+            re.search(p, norm, re.IGNORECASE) for p in intent.patterns
+        )
+        # A sibling entry's words ("change the delivery address") say the question is not "where is it".
+        siblings = [i for i in self.intents if i.name == intent.name and i is not intent and not i.reply]
+        if any(self._keyword_hit(norm, words, normalize(k)) for i in siblings for k in i.keywords):
+            said = False
+        score = intent.reply_score if said or result.method != "rule" else min(intent.reply_score, 0.45)
         # No text: the model is not shown the reply (it answers greetings and complaints by itself);
         # the block is there for the gateway to verify against and fall back to.
-        return ContextItem("", f"intents#{intent.name}", intent.name, intent.reply_score, answer=answer)
+        return ContextItem("", f"intents#{intent.name}", intent.name, score, answer=answer)
 
     def notice(self, result: IntentResult, state: InputState) -> str:
         """An intent's notice fires on its keywords even when a stronger rule decided the intent
@@ -130,9 +285,17 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         norm = normalize(state.text)
         words = set(re.findall(r"[a-z]+", norm))
         for intent, keywords in self.keywords:
-            if not intent.notice or not any(state.facts.get(f) for f in intent.notice_facts):
+            if not intent.notice:
                 continue
-            if intent.name == result.label or any(self._keyword_hit(norm, words, k) for k in keywords):
+            named = any(state.facts.get(f) for f in intent.notice_facts)
+            if not named and not (intent.notice_on_keywords and intent.name != result.label):
+                continue
+            patterns = self.keyword_patterns[self.intents.index(intent)]
+            if (
+                (named and intent.name == result.label)
+                or any(self._keyword_hit(norm, words, k) for k in keywords)
+                or any(p.search(norm) for p in patterns)
+            ):
                 return localized(intent.notice, state.language or "zh")
         return ""
 
@@ -144,7 +307,11 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         words = set(re.findall(r"[a-z]+", norm))
         scores: dict[int, tuple[int, int, int]] = {}
         for index, (intent, keywords) in enumerate(self.keywords):
-            length = sum(len(k) for k in keywords if self._keyword_hit(norm, words, k))
+            # Typo matches count only where nothing matched as written ("email" and its near twin
+            # "e-mail" are one word, not two).
+            exact = sum(len(k) for k in keywords if find_term(norm, k) >= 0)
+            length = exact or sum(len(k) for k in keywords if self._keyword_hit(norm, words, k))
+            length += KEYWORD_PATTERN_WEIGHT * sum(1 for p in self.keyword_patterns[index] if p.search(norm))
             if length:
                 scores[index] = (intent.priority, length, -index)
         if scores:

@@ -82,9 +82,10 @@ class LinguaLanguage(LanguagePlugin[LanguageSettings]):
         guess = await self.detect(state.text)
         if len(_LETTERS.findall(_IDS.sub("", state.text))) < 2:
             # "SO20261125001", "?", "ok": too little to tell; the conversation's language holds.
+            # With no conversation yet, the shop's default language (an id's Latin letters are no
+            # evidence of English).
             earlier = [m.content for m in state.messages[:-1] if m.role == "user" and m.content.strip()]
-            if earlier:
-                guess = await self.detect(earlier[-1])
+            guess = await self.detect(earlier[-1]) if earlier else LanguageGuess(self.settings.default, 0.0)
         metadata = {"language": guess.code, "language_confidence": f"{guess.confidence:.2f}"}
         template = self.settings.templates.get(guess.code)
         if template is not None:

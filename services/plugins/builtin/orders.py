@@ -33,6 +33,11 @@ def _orders(path: Path, mtime: float) -> dict[str, Any]:
     return {"statuses": data.get("statuses", {}), "orders": {o["order_id"]: o for o in data["orders"]}}
 
 
+# Statuses whose expected delivery date is news to the customer ("paid" orders have one too:
+# "when will it arrive?" is asked before an order ships as often as after).
+EXPECTED = ("paid", "shipped")
+
+
 def order_answer(order: dict[str, Any], lang: str) -> str:
     """What the shop tells a customer about an order: status, note, carrier, tracking, expected
     date, and what was bought for how much when the lookup knows the items' names."""
@@ -40,8 +45,10 @@ def order_answer(order: dict[str, Any], lang: str) -> str:
         text = f"您的订单{order['order_id']}当前状态：{order['status_zh']}。{order.get('note_zh') or ''}"
         if order.get("tracking_no"):
             text += f"承运商：{order['carrier']}，运单号：{order['tracking_no']}。"
-        if order.get("estimated_delivery") and order["status"] == "shipped":
+        if order.get("estimated_delivery") and order["status"] in EXPECTED:
             text += f"预计{order['estimated_delivery']}送达。"
+        if order.get("delivered_at") and order["status"] == "delivered":
+            text += f"签收时间：{order['delivered_at'][:10]}。"
         if order.get("items_zh"):
             text += f"商品：{order['items_zh']}，合计{order['total_cny']}元。"
         return text
@@ -50,8 +57,10 @@ def order_answer(order: dict[str, Any], lang: str) -> str:
         text += f" {order['note_en']}"
     if order.get("tracking_no"):
         text += f" Carrier: {order['carrier']}, tracking number {order['tracking_no']}."
-    if order.get("estimated_delivery") and order["status"] == "shipped":
+    if order.get("estimated_delivery") and order["status"] in EXPECTED:
         text += f" Expected delivery: {order['estimated_delivery']}."
+    if order.get("delivered_at") and order["status"] == "delivered":
+        text += f" Delivered on {order['delivered_at'][:10]}."
     if order.get("items_en"):
         text += f" Items: {order['items_en']}; total {order['total_cny']} CNY."
     return text
@@ -101,6 +110,11 @@ def lookup_order(order_id: str, context: ToolContext) -> dict[str, Any]:
         lang: [
             result[f"status_{lang}"],
             *tracking,
+            *(
+                [order["estimated_delivery"]]
+                if order.get("estimated_delivery") and order["status"] in EXPECTED
+                else []
+            ),
             *([order[f"note_{lang}"]] if order.get(f"note_{lang}") else []),
         ]
         for lang in ("zh", "en")

@@ -97,11 +97,17 @@ class PiiSettings(PluginSettings):
     style: Literal["partial", "tag"] = "partial"  # "138****5678" or "[PHONE]"
     mask_input: bool = True
     mask_output: bool = True
+    # Public values never masked: the shop's own e-mail and hotline, which replies must show.
+    allow: list[str] = Field(default_factory=list)
 
 
 class PiiMasker(PiiPlugin[PiiSettings]):
     settings_model = PiiSettings
     description = "Masks e-mail, phone numbers, Chinese ID numbers (checksum) and bank cards (Luhn)."
+
+    @property
+    def _allowed(self) -> set[str]:
+        return {value.lower() for value in self.settings.allow}
 
     def find(self, text: str) -> list[PiiMatch]:
         found: list[PiiMatch] = []
@@ -114,6 +120,8 @@ class PiiMasker(PiiPlugin[PiiSettings]):
                 if validate is not None and not validate(m.group(0)):
                     continue
                 if any(m.start() < end and start < m.end() for start, end in taken):
+                    continue
+                if m.group(0).lower() in self._allowed:
                     continue
                 taken.append((m.start(), m.end()))
                 found.append(PiiMatch(kind, m.start(), m.end()))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from rapidfuzz.distance import OSA
 
 from clawdbot.services.plugins.base import PluginContext, PluginSettings
 from clawdbot.services.plugins.builtin.text import has_cjk, normalize
@@ -101,6 +102,15 @@ class RetrievalSettings(PluginSettings):
     intent_topics: dict[str, list[str]] = Field(default_factory=dict)
     # BM25 score at which a passage on the right topic counts as a sure answer (score -> 0.95).
     confident_bm25: float = Field(default=12.0, gt=0)
+    # A query naming a key ("上海") cuts a passage's answer to its one clause naming a value
+    # ("江浙沪…1-2天"): the customer asked about one case of a rule that lists several.
+    focus_terms: dict[str, list[str]] = Field(default_factory=dict)
+    # Latin query words the documents lack are read as their nearest document word within one
+    # edit ("refnud" -> "refund"); words shorter than this are left alone.
+    typo_min_length: int = Field(default=5, ge=3)
+    # Only a question about how long or when is cut to one case ("寄到杭州多久"); "which courier
+    # to Hangzhou?" is not about the delivery time.
+    focus_when: str = r"(多久|几天|多长时间|哪天|几号|什么时候|how long|how many days|how fast|how soon|when)"
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,12 @@ class Doc:
     topic: str = ""
     answer: str = ""  # what the passage says to a customer on its own (a FAQ's answer)
     index_text: str = ""  # extra text that is searched but not shown (a FAQ's other phrasings)
+
+
+# Where a rule's cases part: Chinese commas and semicolons, or an English comma or "and" before a number.
+FOCUS_BOOST = 0.15
+_SENTENCE = re.compile(r"(?<=[。！？])|(?<=[.!?])\s+")
+_CLAUSE = re.compile(r"[，；;]|,\s*(?=\d)|\s+and\s+(?=\d)")
 
 
 def tokenize(text: str) -> list[str]:
@@ -194,6 +210,7 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         self.docs: list[Doc] = []
         self._bm25: Any = None
         self._dense: Any = None
+        self._vocab: set[str] = set()
 
     async def setup(self) -> None:
         await asyncio.to_thread(self._build)
@@ -208,6 +225,7 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         corpus = [tokenize(f"{d.title} {d.text} {d.index_text}") for d in self.docs]
         self._bm25 = bm25s.BM25()
         self._bm25.index(corpus, show_progress=False)
+        self._vocab = {t for tokens in corpus for t in tokens if t.isascii() and t.isalpha()}
         if self.settings.dense is not None:
             from clawdbot.services.plugins.builtin.embeddings import DenseIndex
 
@@ -225,7 +243,7 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         """
         norm = normalize(query)
         query += "".join(f" {v}" for k, v in self.settings.synonyms.items() if normalize(k) in norm)
-        tokens = tokenize(query)
+        tokens = [self._spelled(t) for t in tokenize(query)]
         bm25 = [float(s) for s in self._bm25.get_scores(tokens)] if tokens else [0.0] * len(self.docs)
         dense_settings = self.settings.dense
         if self._dense is None or dense_settings is None:
@@ -237,6 +255,44 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
             (1 - weight) * s / top + weight * max(0.0, d) for s, d in zip(bm25, similarities, strict=True)
         ]
         return fused, dense_settings.min_score
+
+    def _spelled(self, token: str) -> str:
+        """The document word a misspelt Latin query word stands for, when exactly one is that near."""
+        if len(token) < self.settings.typo_min_length or not token.isascii() or token in self._vocab:
+            return token
+        near = [
+            w
+            for w in self._vocab
+            if abs(len(w) - len(token)) <= 1 and OSA.distance(w, token, score_cutoff=1) <= 1
+        ]
+        return near[0] if len(near) == 1 else token
+
+    def _focus_values(self, query: str) -> list[str]:
+        norm = normalize(query)
+        if not re.search(self.settings.focus_when, norm):
+            return []
+        return [
+            normalize(v)
+            for k, values in self.settings.focus_terms.items()
+            if normalize(k) in norm
+            for v in values
+        ]
+
+    def focused(self, answer: str, query: str) -> str:
+        """`answer` cut to its one clause on the case the query names (see `focus_terms`)."""
+        wanted = self._focus_values(query)
+        if not wanted:
+            return answer
+        sentences = [x for x in _SENTENCE.split(answer) if x.strip()]
+        named = [x for x in sentences if any(w in normalize(x) for w in wanted)]
+        if len(named) != 1:
+            return answer
+        clauses = [c.strip() for c in _CLAUSE.split(named[0].strip().rstrip("。.")) if c.strip()]
+        hits = [c for c in clauses if any(w in normalize(c) for w in wanted) and re.search(r"\d", c)]
+        if len(clauses) < 2 or len(hits) != 1:
+            return answer
+        clause = hits[0]
+        return clause + ("。" if has_cjk(clause) else ".")
 
     def _confidence(self, doc: Doc, score: float, intent: str) -> float:
         """How sure it is that the passage answers the turn, in [0, 1], from its score and topic."""
@@ -254,6 +310,12 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
         scores, threshold = self._scores(query)
         hits = [i for i in range(len(self.docs)) if scores[i] >= threshold and scores[i] > 0]
         sure = {i: self._confidence(self.docs[i], scores[i], intent) for i in hits}
+        # A passage on the very case the query names ("寄到北京…": the delivery times by region)
+        # outranks one that only shares its words ("可以寄到国外吗").
+        cases = self._focus_values(query)
+        for i in hits:
+            if cases and any(c in normalize(self.docs[i].text) for c in cases):
+                sure[i] = min(0.95, sure[i] + FOCUS_BOOST)
         hits.sort(key=lambda i: (-sure[i], -scores[i]))
         preferred = [i for i in hits if self.docs[i].language == language] if language else []
         chosen = (preferred or hits)[:k]
@@ -279,11 +341,25 @@ class Bm25Retrieval(RetrievalPlugin[RetrievalSettings]):
 
     async def preprocess(self, state: InputState) -> Contribution | None:
         language = state.language or _language(state.text)
-        intent = state.metadata.get("intent", "")
-        passages = await asyncio.to_thread(self._search, state.text, self.settings.top_k, language, intent)
+        # The second intent when the turn asks a policy question about a named order.
+        intent = state.metadata.get("intent_also") or state.metadata.get("intent", "")
+        query = state.text
+        if state.metadata.get("intent_method") == "context":
+            # A follow-up that says little ("多久能收到？" after asking about invoices) is searched
+            # together with the question it follows.
+            earlier = [m.content for m in state.messages[:-1] if m.role == "user" and m.content.strip()]
+            if earlier:
+                query = f"{earlier[-1]} {query}"
+        passages = await asyncio.to_thread(self._search, query, self.settings.top_k, language, intent)
         answers = {d.source + d.language: d.answer for d in self.docs}
         context = [
-            ContextItem(p.text, p.source, p.title, p.score, answer=answers.get(p.source + language, ""))
+            ContextItem(
+                p.text,
+                p.source,
+                p.title,
+                p.score,
+                answer=self.focused(answers.get(p.source + language, ""), state.text),
+            )
             for p in passages
         ]
         return Contribution(context=context) if context else None

@@ -77,6 +77,9 @@ class AutoInvoke(BaseModel):
     when_fact: str  # run when this fact is known for the session
     when_intent: list[str] = Field(default_factory=list)  # and, if given, the turn has one of these intents
     arguments: dict[str, str] = Field(default_factory=dict)  # "{fact_name}" placeholders
+    # Only when this turn produced the fact, not from earlier in the session (a mistyped number is
+    # looked up once, to say it was not found, and not again on every later turn).
+    this_turn_only: bool = False
 
 
 class ToolSettings(PluginSettings):
@@ -197,7 +200,8 @@ class DeclaredTools(ToolPlugin[ToolSettings]):
         contribution = Contribution(tools=self.tools())
         intent = state.metadata.get("intent") or state.turn.metadata.get("intent", "")
         for rule in self.settings.auto_invoke:
-            if state.fact(rule.when_fact) is None or (rule.when_intent and intent not in rule.when_intent):
+            known = state.facts.get(rule.when_fact) if rule.this_turn_only else state.fact(rule.when_fact)
+            if known is None or (rule.when_intent and intent not in rule.when_intent):
                 continue
             arguments = {
                 key: _PLACEHOLDER.sub(lambda m: state.fact(m.group(1)) or "", template)
@@ -230,6 +234,8 @@ class DeclaredTools(ToolPlugin[ToolSettings]):
 def _sureness(rule: AutoInvoke, state: InputState, intent: str) -> float:
     """1 when this turn named what the tool looked up; less when it came from earlier in the session,
     unless the turn asks about the same kind of thing (a follow-up such as "那个订单呢")."""
+    if state.metadata.get("intent_also"):
+        return 0.55  # the order is named, but a policy question about it is what the turn asks
     if state.facts.get(rule.when_fact):
         return 1.0
     return 0.85 if rule.when_intent and intent in rule.when_intent else 0.2

@@ -78,6 +78,21 @@ def test_without_an_answering_block_the_language_template_is_the_fallback() -> N
     assert reason.startswith("ungrounded_number") and final == "Sorry, outside my scope."
 
 
+def test_without_an_answering_block_only_a_decline_or_a_weak_blocks_answer_is_sent() -> None:
+    fallback = "抱歉，这个问题超出了我的服务范围。我可以帮您查询订单和物流、办理退换货，或者介绍商品。"
+    weak = common_pb2.ContextBlock(
+        text="Q/A", source="faq#9", score=0.3, answer="江浙沪及一线城市通常1-2天。"
+    )
+    plan = AnswerPlan.for_turn([weak], {"language": "zh", "template.fallback": fallback}, "大概哪天能到 1 2")
+    # A thanks reply to a question nothing answered is made up: replaced by the decline.
+    _, final, reason = stream(ReplyGuard(plan), ["不客气，祝您购物愉快！还有其他问题随时找我。"])
+    assert reason == "off_answer" and final == fallback
+    _, final, reason = stream(ReplyGuard(plan), [fallback])
+    assert reason == "" and final == fallback
+    _, final, reason = stream(ReplyGuard(plan), ["江浙沪及一线城市通常1-2天。"])
+    assert reason == "" and final == "江浙沪及一线城市通常1-2天。"
+
+
 def test_a_passage_reply_must_say_what_the_passage_says() -> None:
     answer = "订单满99元包邮，不满99元收取运费10元。"
     block = common_pb2.ContextBlock(text=answer, source="faq.jsonl#faq-007", score=0.8, answer=answer)

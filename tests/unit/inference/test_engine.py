@@ -704,3 +704,12 @@ def test_chained_steps_count_every_token_in_the_latency_histograms(mistral_folde
         "generation_tokens_total": sum(lengths),
     }
     assert not engine.metrics._previous_token
+
+
+def test_a_sequence_leaves_the_callers_prompt_alone() -> None:
+    """The engine appends the reply to the sequence's tokens: to its own list, not the caller's (a
+    caller submitting the same prompt twice once sent prompt + first reply the second time)."""
+    prompt = [5, 6, 7]
+    seq = Sequence("r", prompt, SamplingParams(max_tokens=4))
+    seq.token_ids.append(9)
+    assert prompt == [5, 6, 7] and seq.num_prompt == 3

@@ -98,7 +98,8 @@ async def test_an_order_number_typed_now_outranks_everything(shop_set: PluginSet
     first = result.context[0]
     assert first.source == "tool:lookup_order" and first.score == 1.0
     assert first.key_facts[:2] == ["已发货，运输中", "SF1420261123887"]
-    assert "已从上海仓发出" in first.key_facts[2]  # the note: a reply naming another warehouse is wrong
+    assert first.key_facts[2] == "2026-11-26"  # the expected date
+    assert "已从上海仓发出" in first.key_facts[3]  # the note: a reply naming another warehouse is wrong
     follow = await turn(shop_set, "那个订单呢", facts={"order_id": "SO20261125008"})
     assert follow.context[0].source == "tool:lookup_order" and "ZT7812026112201" in follow.context[0].answer
 
