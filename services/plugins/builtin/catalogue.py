@@ -612,7 +612,7 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             "\n\n".join(self.card(p, lang) for p in chosen),
             f"{self.settings.file}#{chosen[0].id}",
             chosen[0].name(lang),
-            0.8,
+            0.95,  # a named product's own terms outrank the shop-wide policy passage
             answer=answer,
             key_facts=list(dict.fromkeys(f for _, facts in parts for f in facts)),
         )

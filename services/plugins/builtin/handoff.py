@@ -111,7 +111,7 @@ class HandoffSettings(PluginSettings):
     request_patterns: list[str] = Field(
         default_factory=lambda: [
             r"\b(speak|talk|chat)\s+(to|with)\s+(a|an|the|your|some)?\s*(real\s+)?(manager|human|person|supervisor|agent|representative|staff)\b",
-            r"\b(put|transfer|connect|pass)\s+me\s+(through\s+|on\s+)?(to|with)\s+(a|an|the|your)?\s*(real\s+|live\s+)?(manager|human|person|supervisor|agent|representative|operator|support|staff|customer\s+service|someone)\b",
+            r"\b(put|transfer|connect|pass)\s+me\s+(through\s+|on\s+)?(to|with)\b.{0,25}\b(manager|human|person|supervisor|agent|representative|operator|support|staff|customer\s+service|someone|team)\b",
             r"\b(get|give|bring|find)\s+me\s+(a|an|the|your)?\s*(real\s+|live\s+)?(manager|human|person|supervisor|agent|representative|operator)\b",
             r"\b(i\s+)?(want|need|demand)\s+(a|an|the|your)?\s*(real\s+|live\s+)?(manager|human|supervisor|representative|operator|human\s+agent)\b",
             r"(叫|找|让|请)(你们)?(的)?(客服|人工|经理|主管|领导|老板)(出来|来|过来|跟我|和我)",
@@ -122,7 +122,13 @@ class HandoffSettings(PluginSettings):
             r"不想(跟|和|同)(机器|机器人|ai|bot)",
             r"\b(transfer|connect|put)\s+(me\s+)?(through\s+)?to\s+(a\s+)?(人工|真人|客服)",
             r"(接通|转接|转到|转给|找|叫|要|换|联系)(一下|一个|个|你们的?)?(人工|真人|客服人员|经理|主管|领导|负责人)",
-            r"(机器人|bot|\bai\b).{0,6}(解决不了|没用|不管用|听不懂|答非所问|useless|can'?t help)",
+        ]
+    )
+    # Frustration with the bot itself ("your bot is useless", "机器人解决不了"): a hand-off with the
+    # apology of the sentiment reply, not the plain request's.
+    frustration_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(机器人|bot|\bai\b).{0,12}(解决不了|没用|不管用|听不懂|答非所问|useless|can'?t help|stupid|dumb)"
         ]
     )
     # Politeness around a one-word request ("人工 please", "operator pls") is stripped first.
@@ -222,6 +228,7 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
         self.exact = {normalize_question(k) for k in settings.exact_requests}
         self.identity = [re.compile(p, re.IGNORECASE) for p in settings.identity_patterns]
         self.request_patterns = [re.compile(p, re.IGNORECASE) for p in settings.request_patterns]
+        self.frustration = [re.compile(p, re.IGNORECASE) for p in settings.frustration_patterns]
         self.questions = [re.compile(p, re.IGNORECASE) for p in settings.question_patterns]
         self.failures = [normalize(p) for p in settings.failure_patterns]
         self.negative = [normalize(w) for w in settings.negative_words]
@@ -268,6 +275,8 @@ class HumanHandoff(HandoffPlugin[HandoffSettings]):
             return HandoffDecision(
                 "request", f"the user asked for a person ({hit!r})", self._reply("request", language)
             )
+        if any(p.search(norm) for p in self.frustration):
+            return HandoffDecision("sentiment", "frustrated with the bot", self._reply("sentiment", language))
         score = sentiment_score(state.text, self.negative)
         if score >= self.settings.sentiment_threshold:
             return HandoffDecision(

@@ -52,6 +52,9 @@ class IntentDef(BaseModel):
     notice_on_keywords: bool = False
     # Right after a turn of this intent, with these facts in the session, these words keep the
     # conversation on it ("啥时候到", "how much did I get back" after an order lookup).
+    # The reply block steps back (scored below any passage) when a sibling entry of the same name
+    # matched instead ("change the delivery address" is the orders FAQ's, not "send the number").
+    reply_yields: bool = False
     # No `reply` block when the turn or the session already holds one of these facts.
     reply_unless_facts: list[str] = Field(default_factory=list)
     follow_up_keywords: list[str] = Field(default_factory=list)
@@ -271,7 +274,15 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
             re.search(p, norm, re.IGNORECASE) for p in intent.patterns
         )
         # A sibling entry's words ("change the delivery address") say the question is not "where is it".
-        siblings = [i for i in self.intents if i.name == intent.name and i is not intent and not i.reply]
+        siblings = [  # entries of the same name that decide it on their own words (priority 2 and up)
+            i
+            for i in self.intents
+            if intent.reply_yields
+            and i.name == intent.name
+            and i is not intent
+            and not i.reply
+            and i.priority >= 2
+        ]
         if any(self._keyword_hit(norm, words, normalize(k)) for i in siblings for k in i.keywords):
             said = False
         score = intent.reply_score if said or result.method != "rule" else min(intent.reply_score, 0.45)

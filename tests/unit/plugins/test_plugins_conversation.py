@@ -278,3 +278,23 @@ async def test_a_city_named_ranks_the_delivery_times_above_shared_words(shop_set
 async def test_a_delivered_order_says_when_it_was_signed_for(shop_set: PluginSet) -> None:
     (result,) = await conversation(shop_set, "When exactly was SO20261125002 delivered?")
     assert "Delivered on 2026-11-" in result.context[0].answer
+
+
+async def test_frustration_with_the_bot_hands_off_with_an_apology(shop_set: PluginSet) -> None:
+    (result,) = await conversation(shop_set, "Your bot is useless and your prices are a total rip-off.")
+    (handoff,) = [e for e in result.events if e.type == "handoff"]
+    assert handoff.data["reason"] == "sentiment"
+
+
+async def test_asking_for_the_number_steps_back_for_an_order_change_question(shop_set: PluginSet) -> None:
+    (change,) = await conversation(
+        shop_set, "The parcel already left but I just moved flats. Can you change the delivery address?"
+    )
+    assert change.context[0].source.endswith("#faq-013")
+    (lookup,) = await conversation(shop_set, "我想查个订单")
+    assert lookup.context[0].source == "intents#order_status" and lookup.context[0].score >= 0.5
+
+
+async def test_a_named_products_return_window_outranks_the_general_policy(shop_set: PluginSet) -> None:
+    (result,) = await conversation(shop_set, "小爪家居的空气净化器买了不想要了，能退几天内的？")
+    assert result.context[0].source.endswith("#P1016") and result.context[0].key_facts == ["15天"]
