@@ -67,8 +67,11 @@ class IntentDef(BaseModel):
 # "SO20261125004 还能改地址吗?", "how do I pay for SO…003?": the order is named, but what is asked
 # is how a policy applies to it; the policy's passage answers first, the order's status second.
 _HOW = re.compile(
-    r"(能不能|可不可以|能否|还能|可以|怎么|如何|能吗|想\s*(取消|退|换|改|cancel)|\bcancel\b|\bcan i\b|\bcould i\b|"
+    r"(能不能|可不可以|能否|还能|可以|怎么|如何|能吗|想\s*(取消|退|换|改|cancel|return|refund)|\bcancel\b|\bcan i\b|\bcould i\b|"
     r"\bhow (do|can|should) i\b|\bis it possible\b|\bhow to\b|\b(want|like) to (cancel|return|change|pay)\b)"
+)
+_WHERE_TO = re.compile(
+    r"(去哪|在哪里?看|哪里(看|查)|怎么(看|查)|\bwhere (can|do) i (see|find|check)\b|\bhow (can|do) i (see|find|check|track)\b)"
 )
 ALSO_ASKED = ("return_refund", "payment", "warranty")
 ORDER_CHANGE = "order_change"  # the cancel / change-address entry of order_status, as a second intent
@@ -284,6 +287,9 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
             and i.priority >= 2
         ]
         if any(self._keyword_hit(norm, words, normalize(k)) for i in siblings for k in i.keywords):
+            said = False
+        # "发货以后去哪看单号" asks how, not for this order: the FAQ answers it.
+        if _WHERE_TO.search(norm):
             said = False
         score = intent.reply_score if said or result.method != "rule" else min(intent.reply_score, 0.45)
         # No text: the model is not shown the reply (it answers greetings and complaints by itself);
