@@ -74,7 +74,7 @@ _RESTOCK = re.compile(
 _PRICE_TALK = re.compile(
     r"(\bpay\b|price|cost|多少钱|价格|售价|¥|\d{3,}\s*(元|块|rmb|cny|yuan)?)", re.IGNORECASE
 )
-LISTED_FACT = "_listed"  # the products a recommendation just listed, for "which one is cheaper?"
+LISTED_FACT = "_listed"  # the products just listed or discussed (at most three), for "which one is cheaper?"
 # "两百以内", "一千五左右": budgets in Chinese numerals are read as digits first.
 _CN_DIGITS = {k: v for k, v in CN_NUMERALS.items() if v < 10}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}

@@ -214,19 +214,15 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         return RUN_TOGETHER.sub(lambda m: " ".join(self._split_words(m.group(0).lower())), text)
 
     def repeated_question(self, state: InputState) -> str | None:
-        text = re.sub(r"[\s\W_]+$", "", normalize(state.text).strip())
-        text = re.sub(r"^[\W_]+", "", text)
-        if not text or not any(p.fullmatch(text) for p in self.repeats):
+        if not self._asks_again(state.text):
             return None
         earlier = [m.content for m in state.messages[:-1] if m.role == "user" and m.content.strip()]
-        for question in reversed(earlier):
-            if self.repeated_question_text(question) is None:
-                return question
-        return None
+        return next((q for q in reversed(earlier) if not self._asks_again(q)), None)
 
-    def repeated_question_text(self, question: str) -> str | None:
-        text = re.sub(r"[\s\W_]+$", "", normalize(question).strip())
-        return text if any(p.fullmatch(text) for p in self.repeats) else None
+    def _asks_again(self, text: str) -> bool:
+        """The whole message (punctuation at either end aside) is a request to hear it again."""
+        core = re.sub(r"^[\s\W_]+|[\s\W_]+$", "", normalize(text).strip())
+        return bool(core) and any(p.fullmatch(core) for p in self.repeats)
 
     def follow_up(self, result: IntentResult, last: str | None, state: InputState) -> IntentResult:
         if not last or result.label == last or (result.score >= 1.0 and result.label not in self.weak_labels):
@@ -301,13 +297,13 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         ("SO20261125012 坏了 太失望了" is an order question from an upset customer)."""
         norm = normalize(state.text)
         words = set(re.findall(r"[a-z]+", norm))
-        for intent, keywords in self.keywords:
+        for index, (intent, keywords) in enumerate(self.keywords):
             if not intent.notice:
                 continue
             named = any(state.facts.get(f) for f in intent.notice_facts)
             if not named and not (intent.notice_on_keywords and intent.name != result.label):
                 continue
-            patterns = self.keyword_patterns[self.intents.index(intent)]
+            patterns = self.keyword_patterns[index]
             if (
                 (named and intent.name == result.label)
                 or any(self._keyword_hit(norm, words, k) for k in keywords)
