@@ -17,6 +17,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,9 +37,27 @@ class MeshError(RuntimeError):
 
 
 def default_model_dir() -> Path:
-    from clawdbot.services.tokenizer.assets import DEFAULT_MODEL_DIR
+    from clawdbot.services.tokenizer.assets import DEFAULT_MODEL_DIR, DEFAULT_SERVING_MODEL
 
-    return Path(DEFAULT_MODEL_DIR)
+    return Path(DEFAULT_SERVING_MODEL or DEFAULT_MODEL_DIR)
+
+
+def serving_folder(model_dir: Path, timeout: float = 900.0) -> Path:
+    """`model_dir`, or for a base + adapter recipe its built folder (first start: a minute or two).
+
+    Built by a child process, so this launcher never imports torch, and once, before the
+    tokenizer and inference processes start, so they do not race to build it."""
+    if not (model_dir / "base.json").is_file():
+        return model_dir
+    command = [sys.executable, "-m", "clawdbot.services.inference.model.adapter", str(model_dir)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MeshError(f"building the serving model from {model_dir} took over {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MeshError(f"could not build the serving model from {model_dir}: {reason}")
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def default_plugins_file() -> Path:
@@ -94,7 +113,7 @@ class Mesh:
 
     def __post_init__(self) -> None:
         o = self.options
-        self.model_dir = (o.model_dir or default_model_dir()).resolve()
+        self.model_dir = serving_folder((o.model_dir or default_model_dir()).resolve())
         if not has_weights(self.model_dir):
             raise MeshError(
                 f"The model folder {self.model_dir} has no weights (config.json + *.safetensors). "

@@ -3,6 +3,7 @@
 Needs only torch + transformers and a file of prompt ids (made by `clawdbot.demo.tokens.dev_set`),
 so it runs on the GPU machine right after training. `--engine ours` decodes with our inference
 engine instead (`--quantization int4` for the INT4 path), to compare the two on the same prompts.
+`--adapter DIR` scores a LoRA adapter on the `--model` base (merged with peft first).
 """
 
 from __future__ import annotations
@@ -12,9 +13,21 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoTokenizer, MistralForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def stop_ids(model_dir: Path) -> tuple[list[int], int]:
+    """End-of-turn ids and the padding id the folder's generation config names (the small model's)."""
+    path = model_dir / "generation_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    eos = config.get("eos_token_id", [8185, 8183])
+    eos = eos if isinstance(eos, list) else [eos]
+    if 106 in eos or config.get("bos_token_id") == 2:  # Gemma: <end_of_turn> closes a turn
+        eos = sorted({*eos, 106})
+    return [int(i) for i in eos], int(config.get("pad_token_id", 8183))
 
 
 def main() -> None:
@@ -25,25 +38,30 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--engine", choices=["transformers", "ours"], default="transformers")
     parser.add_argument("--quantization", choices=["none", "int4"], default="none")
+    parser.add_argument("--adapter", type=Path, default=None, help="a peft LoRA adapter for --model")
     args = parser.parse_args()
     if args.engine == "ours":
         ours(args)
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(str(args.model))
-    model = MistralForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         str(args.model), dtype=torch.bfloat16 if device == "cuda" else torch.float32
     )
-    model.to(device)  # type: ignore[arg-type]  # transformers' typed wrapper of nn.Module.to
+    if args.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(args.adapter)).merge_and_unload()
+    model.to(device)
     model.eval()
     rows = [json.loads(line) for line in args.dev.read_text(encoding="utf-8").splitlines()[: args.limit]]
-    eos = [8185, 8183]
+    eos, pad = stop_ids(args.model)
     scores: dict[str, list[int]] = defaultdict(list)
     examples: list[dict[str, object]] = []
     for start in range(0, len(rows), args.batch):
         chunk = rows[start : start + args.batch]
         width = max(len(r["prompt_ids"]) for r in chunk)
-        ids = torch.full((len(chunk), width), 8183, dtype=torch.long)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(chunk):  # left padding for batched generation
             ids[i, width - len(r["prompt_ids"]) :] = torch.tensor(r["prompt_ids"])
@@ -55,7 +73,7 @@ def main() -> None:
                 max_new_tokens=160,
                 do_sample=False,
                 eos_token_id=eos,
-                pad_token_id=8183,
+                pad_token_id=pad,
             )
         for i, r in enumerate(chunk):
             text = str(
@@ -105,7 +123,7 @@ def ours(args: argparse.Namespace) -> None:
         engine.stop()
     scores: dict[str, list[int]] = defaultdict(list)
     for r, ids in zip(rows, outputs, strict=True):
-        text = str(tok.decode([t for t in ids if t not in (8185, 8183)]))
+        text = str(tok.decode([t for t in ids if t not in stop_ids(args.model)[0]]))
         ok = int(text.strip() == r["reference"].strip())
         scores[r["kind"]].append(ok)
         scores["all"].append(ok)

@@ -1,12 +1,17 @@
-"""Train the demo model: a small Mistral-architecture decoder with a sliding window.
+"""Train the shop's models: the small from-scratch decoder, or a LoRA adapter on a pretrained one.
 
     python -m clawdbot.demo.train --tokens runs/tokens.npz --out runs/shop-assistant --steps 2500
+    python -m clawdbot.demo.train --tokens runs/gemma.npz --init BASE_DIR --lora-rank 32 --out runs/sg
 
-Plain PyTorch: the model class is `transformers`' Mistral (the reference architecture our loader
-reproduces), the loop is ours (AdamW, warmup + cosine, bf16 autocast on CUDA, gradient clipping),
-batches are length-bucketed and padded to a token budget. Fixed seeds. Writes a Hugging Face
-folder (config, bf16 safetensors, generation config, the bundled tokenizer) and `train-report.json`
-with the loss curve. Runs on the GPU machine in minutes, on a CPU far more slowly.
+Plain PyTorch: the model class is `transformers`' (Mistral for the small model, whatever the
+`--init` folder's config names otherwise: the reference architectures our loader reproduces), the
+loop is ours (AdamW, warmup + cosine, bf16 autocast on CUDA, gradient clipping), batches are
+length-bucketed and padded to a token budget. Fixed seeds. With `--lora-rank`, `peft` wraps the
+attention and MLP projections and only the adapter learns; the folder written is peft's adapter
+(`adapter_config.json`, `adapter_model.safetensors`), which `services.inference.model.adapter`
+merges into the base at start-up. Otherwise it writes a Hugging Face folder (config, bf16
+safetensors, generation config, the bundled tokenizer). Both get `train-report.json` with the
+loss curve. Runs on the GPU machine in minutes, on a CPU far more slowly.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import MistralConfig, MistralForCausalLM
+from transformers import AutoModelForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedModel
 
 # The bundled tokenizer (the same folder services.tokenizer.assets names); a path, so this script runs
 # on a machine where the package is not installed.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "shop-assistant"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 IM_END, ENDOFTEXT = 8185, 8183
+# The projections a LoRA adapter wraps: every linear layer of attention and MLP (Llama/Gemma names).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ~8.4 M parameters, 16.8 MB in bf16 with tied embeddings.
@@ -102,10 +109,13 @@ def batches(
 
 
 def collate(
-    samples: Sequence[tuple[np.ndarray, np.ndarray]], index: list[int], device: torch.device
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    index: list[int],
+    device: torch.device,
+    pad_id: int = ENDOFTEXT,
 ) -> dict[str, torch.Tensor]:
     length = max(len(samples[i][0]) for i in index)
-    ids = torch.full((len(index), length), ENDOFTEXT, dtype=torch.long)
+    ids = torch.full((len(index), length), pad_id, dtype=torch.long)
     labels = torch.full((len(index), length), -100, dtype=torch.long)
     mask = torch.zeros((len(index), length), dtype=torch.long)
     for row, i in enumerate(index):
@@ -118,7 +128,7 @@ def collate(
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def loss_of(model: MistralForCausalLM, batch: dict[str, torch.Tensor], autocast: bool) -> torch.Tensor:
+def loss_of(model: PreTrainedModel, batch: dict[str, torch.Tensor], autocast: bool) -> torch.Tensor:
     """Cross-entropy on the learned positions only: the vocabulary projection runs on ~5% of tokens."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         hidden = model.model(
@@ -137,18 +147,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     held = set(rng.sample(range(len(samples)), max(1, len(samples) // 50)))
     train_set = [s for i, s in enumerate(samples) if i not in held]
     eval_set = [s for i, s in enumerate(samples) if i in held]
-    model = (
-        MistralForCausalLM.from_pretrained(str(args.init), torch_dtype=torch.float32)
+    model: Any = (
+        AutoModelForCausalLM.from_pretrained(str(args.init), dtype=torch.float32)
         if getattr(args, "init", None)
         else MistralForCausalLM(model_config(args.preset))
     )
-    model.to(device)  # type: ignore[arg-type]  # transformers' typed wrapper of nn.Module.to
+    model.to(device)
     model.config._attn_implementation = "sdpa"
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else ENDOFTEXT
+    core = model  # the transformers model whose .model and .lm_head the loss calls
+    lora_rank = getattr(args, "lora_rank", 0)
+    if lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=list(LORA_TARGETS)
+        )
+        model = get_peft_model(model, lora)
+        core = model.get_base_model()
     params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    weight_decay = 0.0 if lora_rank else 0.1
+    decay = [p for n, p in trainable if p.dim() >= 2]
+    no_decay = [p for n, p in trainable if p.dim() < 2]
     optim = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
         betas=(0.9, 0.95),
         fused=device.type == "cuda",
@@ -159,6 +182,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if step < warmup:
             return args.lr * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if args.max_seconds:  # a time budget ends the schedule too, so a cut run still cools down
+            progress = max(progress, min(1.0, (time.perf_counter() - started) / args.max_seconds))
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     autocast = device.type == "cuda"
@@ -170,10 +195,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     step = 0
     while step < total:
         if args.max_seconds and time.perf_counter() - started > args.max_seconds:
-            break  # a hard stop; the schedule is planned for --steps
+            break  # the schedule has cooled down by now (lr_at reads the clock too)
         for group in optim.param_groups:
             group["lr"] = lr_at(step)
-        loss = loss_of(model, collate(train_set, next(stream), device), autocast)
+        loss = loss_of(core, collate(train_set, next(stream), device, pad_id), autocast)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -190,7 +215,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 with torch.no_grad():
                     point["eval_loss"] = round(
                         float(
-                            sum(loss_of(model, collate(eval_set, g, device), autocast) for g in eval_batches)
+                            sum(
+                                loss_of(core, collate(eval_set, g, device, pad_id), autocast)
+                                for g in eval_batches
+                            )
                             / len(eval_batches)
                         ),
                         4,
@@ -203,6 +231,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "steps_run": step,
         "model": model,
         "params": params,
+        "trainable_params": sum(p.numel() for _, p in trainable),
         "curve": curve,
         "seconds": round(time.perf_counter() - started, 1),
         "train_samples": len(train_set),
@@ -210,10 +239,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def save(model: MistralForCausalLM, out: Path) -> None:
+def save(model: Any, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):  # an adapter: its own two files, bf16 (rank 32 on 270M: ~15 MB)
+        model.to(torch.bfloat16)
+        model.save_pretrained(str(out), safe_serialization=True)
+        return
     # Shards under 10 MB: git-friendly, and the GPU machine returns files of at most 16 MiB.
-    model.to(torch.bfloat16)  # type: ignore[arg-type]
+    model.to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True, max_shard_size="10MB")
     for name in TOKENIZER_FILES:
         shutil.copy(DEFAULT_MODEL_DIR / name, out / name)
@@ -235,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="start from this model folder (fine-tune) instead of random weights",
     )
+    parser.add_argument(
+        "--lora-rank", type=int, default=0, help="train a LoRA adapter of this rank (0: every weight)"
+    )
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-tokens", type=int, default=65536)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -244,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--max-seconds",
         type=float,
         default=0,
-        help="hard wall-clock stop (0: none); the schedule is planned for --steps",
+        help="wall-clock stop (0: none); the schedule ends at --steps or this, whichever comes first",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)

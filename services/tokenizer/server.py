@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,13 +22,22 @@ SERVICE_NAME = tokenizer_pb2.DESCRIPTOR.services_by_name["Tokenizer"].full_name
 _OFFLOAD_CHARS = 20_000
 
 
+def _load_tokenizer(model: Path) -> TextTokenizer:
+    """The folder's tokenizer; a base + adapter recipe is built into its serving folder first."""
+    if (model / "base.json").is_file():
+        from clawdbot.services.inference.model.adapter import served_folder
+
+        model = served_folder(model)
+    return TextTokenizer(model)
+
+
 class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
     def __init__(self, settings: TokenizerSettings) -> None:
         self.settings = settings
         self._tok: TextTokenizer | None = None
 
     async def load(self) -> None:
-        self._tok = await asyncio.to_thread(TextTokenizer, self.settings.model)
+        self._tok = await asyncio.to_thread(_load_tokenizer, self.settings.model)
 
     @property
     def tok(self) -> TextTokenizer:

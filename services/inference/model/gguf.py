@@ -28,8 +28,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from clawdbot.services.inference.model.cached_folder import build_once, cache_root
 from clawdbot.shared.errors import InvalidArgument
 
 log = logging.getLogger("clawdbot.inference.gguf")
@@ -332,10 +331,7 @@ def convert_gguf(path: str | Path, dst: str | Path, dtype: str = "float32") -> P
 
 
 def default_cache_dir() -> Path:
-    """$CLAWDBOT_CACHE_DIR/gguf, else $XDG_CACHE_HOME/clawdbot/gguf, else ~/.cache/clawdbot/gguf."""
-    if os.environ.get("CLAWDBOT_CACHE_DIR"):
-        return Path(os.environ["CLAWDBOT_CACHE_DIR"]) / "gguf"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clawdbot" / "gguf"
+    return cache_root("gguf")
 
 
 def hf_folder(path: str | Path, cache_dir: str | Path | None = None, dtype: str = "float32") -> Path:
@@ -350,21 +346,12 @@ def hf_folder(path: str | Path, cache_dir: str | Path | None = None, dtype: str 
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / key / path.stem  # the folder's name is the model's name in ModelInfo
-    if (target / "config.json").exists():
-        return target
-    staging = root / key / f".{path.stem}.{os.getpid()}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    log.info("converting GGUF to an HF folder", extra={"gguf": str(path), "folder": str(target)})
-    try:
+
+    def convert(staging: Path) -> None:
+        log.info("converting GGUF to an HF folder", extra={"gguf": str(path), "folder": str(target)})
         convert_gguf(path, staging, dtype)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return build_once(target, convert)
 
 
 def main(argv: list[str] | None = None) -> int:

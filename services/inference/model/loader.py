@@ -184,13 +184,18 @@ def load_model(
 ) -> tuple[Decoder, ModelConfig]:
     """Our decoder with the folder's weights, on `device`, quantized as asked (or as saved).
 
-    `folder` may also be a `.gguf` file: it is converted once into a cached HF folder (model/gguf.py).
+    `folder` may also be a `.gguf` file: it is converted once into a cached HF folder (model/gguf.py);
+    or a recipe of a base and a LoRA adapter, built once into a cached folder (model/adapter.py).
     """
     folder = Path(folder)
     if folder.suffix == ".gguf" and folder.is_file():
         from clawdbot.services.inference.model.gguf import hf_folder
 
         folder = hf_folder(folder)
+    elif (folder / "base.json").is_file():  # a base + LoRA recipe (model/adapter.py)
+        from clawdbot.services.inference.model.adapter import served_folder
+
+        folder = served_folder(folder)
     config = load_config(folder)
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

@@ -27,25 +27,31 @@ SAMPLES = [
 ]
 
 
-@pytest.mark.timeout(240)
-def test_a_few_cpu_steps_lower_the_loss(tmp_path: Path) -> None:
+def tokens_file(tmp_path: Path) -> Path:
     arrays = encode_corpus(
         (json.dumps(s, ensure_ascii=False) for s in SAMPLES), TextTokenizer(DEFAULT_MODEL_DIR), 512
     )
     tokens = tmp_path / "tokens.npz"
     np.savez_compressed(tokens, **arrays)
-    args = argparse.Namespace(
-        tokens=tokens,
-        preset="tiny",
-        steps=12,
-        batch_tokens=2048,
-        lr=3e-3,
-        seed=0,
-        log_every=1,
-        device="cpu",
-        max_seconds=0,
-    )
-    result = train(args)
+    return tokens
+
+
+def cpu_args(tmp_path: Path, **options: object) -> argparse.Namespace:
+    """Twelve CPU steps over SAMPLES with a small batch; `options` add or override the rest."""
+    defaults = {
+        "steps": 12,
+        "batch_tokens": 2048,
+        "seed": 0,
+        "log_every": 1,
+        "device": "cpu",
+        "max_seconds": 0,
+    }
+    return argparse.Namespace(tokens=tokens_file(tmp_path), **(defaults | options))
+
+
+@pytest.mark.timeout(240)
+def test_a_few_cpu_steps_lower_the_loss(tmp_path: Path) -> None:
+    result = train(cpu_args(tmp_path, preset="tiny", lr=3e-3))
     losses = [p["loss"] for p in result["curve"]]
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5
@@ -57,3 +63,24 @@ def test_a_few_cpu_steps_lower_the_loss(tmp_path: Path) -> None:
         8183,
     ]
     assert (tmp_path / "model" / "tokenizer.json").exists()
+
+
+@pytest.mark.timeout(240)
+def test_lora_on_a_saved_model_learns_and_saves_only_the_adapter(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from transformers import MistralForCausalLM
+
+    from clawdbot.demo.train import model_config
+
+    MistralForCausalLM(model_config("tiny")).save_pretrained(str(tmp_path / "base"))
+    result = train(cpu_args(tmp_path, init=tmp_path / "base", lora_rank=8, lr=1e-2))
+    losses = [p["loss"] for p in result["curve"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3
+    assert result["trainable_params"] < result["params"] / 5
+    save(result["model"], tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir() if p.name != "README.md") == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16
