@@ -20,6 +20,6 @@ stamp converted
 python3 -m clawdbot.demo.train --tokens "$tokens" --init /tmp/base --out /tmp/adapter "$@" 2>"$OUT/train.log" | tail -c 3000 >>"$OUT/log.txt"
 stamp trained
 cp /tmp/adapter/adapter_config.json /tmp/adapter/adapter_model.safetensors /tmp/adapter/train-report.json "$OUT/"
-python3 -m clawdbot.demo.check --model /tmp/base --adapter /tmp/adapter --dev "$dev" --limit 392 --batch 64 \
+python3 -m clawdbot.demo.check --model /tmp/base --adapter /tmp/adapter --dev "$dev" --limit "${CHECK_LIMIT:-392}" --batch 64 \
   >"$OUT/check.json" 2>"$OUT/check-examples.json"
 stamp checked

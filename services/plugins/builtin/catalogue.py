@@ -51,7 +51,10 @@ _ASPECTS = {
     "warranty": re.compile(
         r"(保修|质保|保固|保多久|坏了|故障|换新|warrant|guarantee|stopped working|broken|new one|replace)"
     ),
-    "returns": re.compile(r"(退|return|refund|send it back)"),
+    # Not a price-protection question ("降价了能退差价吗", "price protection"): the FAQ answers that.
+    "returns": re.compile(
+        r"^(?!.*(差价|价保|价格保护|降价|price\s+protection|price\s+drop|the\s+difference)).*(退|return|refund|send it back)"
+    ),
 }
 # "the cheaper one, what colours?", "贵的那个多少钱": one of the products just discussed, picked by price.
 _PICK = re.compile(
@@ -70,6 +73,11 @@ _PROCESS = re.compile(
 # When an out-of-stock product is back: the shop's restock note (FAQ) answers it, not the card.
 _RESTOCK = re.compile(
     r"(补货|到货|什么时候有货|啥时候有货|再有货|back in stock|restock|be back|come back|available again)"
+)
+# Words just before a brand that make it the customer's device, not the thing asked for.
+_OWNED_BEFORE = re.compile(
+    r"(\b(for|with|charge|charges|charging|compatible\s+with|works?\s+with|support|supports|fit|fits|connect\s+to)"
+    r"\s+(my|a|an|the|our|both\s+my)?\s*|(给|适配|兼容|支持|配|连|我的是|我用的是|我的)\s*(我的)?\s*)$"
 )
 _PRICE_TALK = re.compile(
     r"(\bpay\b|price|cost|多少钱|价格|售价|¥|\d{3,}\s*(元|块|rmb|cny|yuan)?)", re.IGNORECASE
@@ -259,6 +267,7 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             {(alias, p.id) for p in self.products for alias in self._names(p) if len(alias) >= 2},
             key=lambda pair: (-len(pair[0]), pair[1]),
         )
+        self.codes = self._model_codes()
         self.same_kind = [{compact(w) for w in group} for group in settings.same_kind]
         self.need_names = {pid: {compact(w) for w in words} for pid, words in settings.product_words.items()}
         self.not_sold = {label: [compact(w) for w in words] for label, words in settings.not_sold.items()}
@@ -282,6 +291,18 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
                 names.add(compact(" ".join(rest)))
         return names - {""}
 
+    def _model_codes(self) -> dict[str, str]:
+        """Model codes of letters and digits that name one product only ("X1", "P2", "GT4"): a
+        customer says "扫拖一体的X1" without the rest of the name. Matched as whole words."""
+        owners: dict[str, set[str]] = {}
+        for p in self.products:
+            for word in re.findall(r"[a-z0-9]+", normalize(f"{p.name('en')} {p.name('zh')}")):
+                if re.fullmatch(r"(?=.*[a-z])(?=.*\d)[a-z0-9]{2,6}", word) and not re.fullmatch(
+                    r"\d+(gb|mm|w|mah)", word
+                ):
+                    owners.setdefault(word, set()).add(p.id)
+        return {word: next(iter(ids)) for word, ids in owners.items() if len(ids) == 1}
+
     # -- linking ----------------------------------------------------------------------------------
 
     def _by_alias(self, text: str) -> list[tuple[str, str]]:
@@ -296,6 +317,9 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
                     taken[index:end] = [True] * (end - index)
                     found.setdefault(pid, alias)
                 start = index + 1
+        for word in re.findall(r"[a-z0-9]+", normalize(text)):
+            if word in self.codes:
+                found.setdefault(self.codes[word], word)
         return list(found.items())
 
     def _by_typo(self, text: str) -> list[tuple[str, str]]:
@@ -338,6 +362,16 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             for key, found in names.items()
             if any(w and (w in grams if w.isascii() else w in haystack) for w in found)
         ]
+
+    def _device_owned(self, label: str, text: str) -> bool:
+        """The unsold brand names the customer's own device ("for my macbook", "我的是苹果手机",
+        "兼容iPhone吗"), which a product of ours should fit."""
+        lowered = normalize(text)
+        for word in self.settings.not_sold.get(label, []):
+            for found in re.finditer(re.escape(normalize(word)), lowered):
+                if _OWNED_BEFORE.search(lowered[: found.start()]):
+                    return True
+        return False
 
     def _named_kind(self, pool: list[Product], text: str) -> list[Product]:
         """Of a category's products, those whose names contain the very word used ("speaker" picks
@@ -636,6 +670,8 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
         norm = normalize(text)
         for label in self._mentioned({k: set(v) for k, v in self.not_sold.items()}, text):
             # "xiaomi phone" is no iPhone: Latin brand words count as whole words only.
+            if self._device_owned(label, text):
+                continue  # "a charger for my macbook" asks for what we sell, not for the brand
             return Contribution(context=[self.not_sold_item(label, lang)])
         asked = any(w in norm for w in self.settings.recommend_words) and not _NOT_WANTED.search(norm)
         budget = self._budget(text)

@@ -122,13 +122,16 @@ class HandoffSettings(PluginSettings):
             r"不想(跟|和|同)(机器|机器人|ai|bot)",
             r"\b(transfer|connect|put)\s+(me\s+)?(through\s+)?to\s+(a\s+)?(人工|真人|客服)",
             r"(接通|转接|转到|转给|找|叫|要|换|联系)(一下|一个|个|你们的?)?(人工|真人|客服人员|经理|主管|领导|负责人)",
+            # Shouted in bare words: "AGENT. HUMAN. NOW.", "human now", "人工 马上"
+            r"^\W*(human|agent|operator|manager|person|人工|真人)[\s.!！。,，]+(human|agent|operator|person|now|asap|immediately|马上|立刻|快点|现在)\b",
         ]
     )
     # Frustration with the bot itself ("your bot is useless", "机器人解决不了"): a hand-off with the
     # apology of the sentiment reply, not the plain request's.
     frustration_patterns: list[str] = Field(
         default_factory=lambda: [
-            r"(机器人|bot|\bai\b).{0,12}(解决不了|没用|不管用|听不懂|答非所问|useless|can'?t help|stupid|dumb)"
+            r"(机器人|bot|\bai\b).{0,12}(解决不了|没用|不管用|听不懂|答非所问|useless|can'?t help|stupid|dumb)",
+            r"\b(stop|quit|done|enough|sick|tired)\b.{0,30}\b(bot|robot|automated|canned|scripted)\s+(answers?|replies|responses|messages)\b",
         ]
     )
     # Politeness around a one-word request ("人工 please", "operator pls") is stripped first.

@@ -21,7 +21,23 @@ from clawdbot.shared.script import CJK, cjk_share
 _DETECTORS: dict[tuple[str, ...], Any] = {}
 _IDS = re.compile(r"[A-Za-z]{1,4}\d{4,}")  # order ids, tracking numbers, SKUs say nothing of the language
 _LETTERS = re.compile(r"[^\W\d_]", re.UNICODE)
+_WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+# Quoted text; a single quote opens only after a non-letter and closes before one (not "it's").
+_QUOTED = re.compile(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|“[^”]*”|‘[^’]*’")
 _BUILD_LOCK = threading.Lock()
+
+
+def chinese_leads(text: str) -> bool:
+    """As many Chinese characters as plain English words, or more, in mixed text.
+
+    A Chinese character counts as a word (short Chinese asides are one or two words long but read
+    as a clause); English words count only when written in lower case, since names carry no
+    language ("Xiaomi", "MacBook Air", "VAT", "iPhone"); ids and quoted text ("帮我translate一下
+    'good morning'") are left out. Ties go to Chinese: "human agent 谢谢" was written by a reader of
+    Chinese."""
+    bare = _IDS.sub(" ", _QUOTED.sub(" ", text))
+    english = sum(1 for word in _WORD.findall(bare) if word.islower())
+    return len(CJK.findall(bare)) >= english
 
 
 def detector_for(codes: tuple[str, ...]) -> Any:
@@ -57,10 +73,12 @@ class LinguaLanguage(LanguagePlugin[LanguageSettings]):
     def _detect(self, text: str) -> LanguageGuess:
         if not text.strip():
             return LanguageGuess(self.settings.default, 0.0)
-        # Two Chinese characters are enough: whoever wrote them reads Chinese.
         if "zh" in self.settings.languages and (cjk_share(text) >= 0.3 or len(CJK.findall(text)) >= 2):
-            # Chinese characters decide it even in mixed text ("我的 Xiaomi 14 订单"): lingua would weigh the Latin words.
-            return LanguageGuess("zh", max(0.9, cjk_share(text)))
+            # Mixed text: Chinese unless the English carries the sentence ("我的 Xiaomi 14 订单" is
+            # Chinese; "does the 65W charger work with my laptop? 我的是 Dell 的" is English).
+            if chinese_leads(text):
+                return LanguageGuess("zh", max(0.9, cjk_share(text)))
+            return LanguageGuess("en", 0.9)
         detector = detector_for(tuple(sorted(self.settings.languages)))
         values = detector.compute_language_confidence_values(text)
         if not values:

@@ -298,3 +298,85 @@ async def test_asking_for_the_number_steps_back_for_an_order_change_question(sho
 async def test_a_named_products_return_window_outranks_the_general_policy(shop_set: PluginSet) -> None:
     (result,) = await conversation(shop_set, "小爪家居的空气净化器买了不想要了，能退几天内的？")
     assert result.context[0].source.endswith("#P1016") and result.context[0].key_facts == ["15天"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("你是机器人吗 还是真人在回我", "智能客服助手"),
+        ("what's your name lol", "ClawShop's virtual assistant"),
+        ("r u a bot or a real person", "ClawShop's virtual assistant"),
+    ],
+)
+async def test_questions_about_the_bot_are_answered_not_handed_off(
+    shop_set: PluginSet, text: str, words: str
+) -> None:
+    (result,) = await conversation(shop_set, text)
+    assert result.short_circuit is None and result.metadata["intent"] == "identity"
+    assert words in result.context[0].answer and result.context[0].score >= 0.9
+
+
+async def test_the_bot_itself_is_not_a_product_question(shop_set: PluginSet) -> None:
+    (vacuum,) = await conversation(shop_set, "扫地机器人多少钱")
+    assert vacuum.metadata["intent"] == "product_info" and "1999" in vacuum.context[0].answer
+
+
+async def test_what_the_shop_does_not_do_is_declined_unless_a_product_answers(shop_set: PluginSet) -> None:
+    (translate,) = await conversation(
+        shop_set, "Could you translate this into German for me? 'the heating is broken'"
+    )
+    assert (
+        translate.context[0].source == "intents#other"
+        and "outside what I can help" in translate.context[0].answer
+    )
+
+
+async def test_shouted_bare_request_and_fed_up_with_bot_answers_hand_off(shop_set: PluginSet) -> None:
+    (shout,) = await conversation(shop_set, "AGENT. HUMAN. NOW. stop wasting my time with bot answers")
+    assert shout.short_circuit is not None and shout.short_circuit.reason == "handoff"
+
+
+async def test_asking_to_check_my_order_without_a_number_asks_for_it(shop_set: PluginSet) -> None:
+    (ask,) = await conversation(shop_set, "您好，我想查一下我的订单")
+    assert ask.context[0].source == "intents#order_status" and ask.context[0].score >= 0.75
+
+
+async def test_a_brand_we_do_not_sell_named_as_the_customers_device_is_no_decline(
+    shop_set: PluginSet,
+) -> None:
+    (charger,) = await conversation(shop_set, "cheap charger for macbook + phone at same time?")
+    assert all(c.source != "catalogue.json#brands" for c in charger.context)
+    assert "65" in charger.context[0].answer
+    (laptop,) = await conversation(shop_set, "do you sell MacBook Air?")
+    assert laptop.context[0].source == "catalogue.json#brands"
+
+
+async def test_refund_timing_and_still_returnable_after_an_order(shop_set: PluginSet) -> None:
+    _, money = await conversation(
+        shop_set,
+        "did the refund for SO20261125005 go through?",
+        "it was my bank card. how long until I see the money",
+    )
+    assert "1-5" in money.context[0].answer
+    _, still = await conversation(shop_set, "SO20261125012啥时候签收的", "那现在还能退吗")
+    assert (
+        still.context[0].source == "tool:lookup_order" and "已过七天无理由退货期" in still.context[0].answer
+    )
+
+
+async def test_price_protection_on_a_named_product_is_the_faqs_not_its_return_window(
+    shop_set: PluginSet,
+) -> None:
+    (drop,) = await conversation(
+        shop_set, "mx keys 昨天才签收，今天你们就降价了？？price protection 能退差价吗"
+    )
+    assert drop.context[0].source == "faq.jsonl#faq-006" and "差价" in drop.context[0].answer
+    (window,) = await conversation(shop_set, "mx keys 能退吗")
+    assert window.context[0].source.endswith("#P1010")
+
+
+async def test_a_model_code_alone_names_its_product(shop_set: PluginSet) -> None:
+    (vacuum,) = await conversation(shop_set, "你们那个扫拖一体的X1吸力多大 我家地毯多")
+    assert vacuum.context[0].source.endswith("#P1012") and "5000Pa" in vacuum.context[0].answer
+    (purifier,) = await conversation(shop_set, "is the P2 good for a big room")
+    assert purifier.context[0].source.endswith("#P1016")

@@ -293,6 +293,11 @@ async def test_handoff_after_repeated_failures(shop_set: PluginSet) -> None:
         ("我的订单什么时候到？", "zh", "zh-CN"),
         ("When will my order arrive?", "en", "en-US"),
         ("我的 Xiaomi 14 order 呢", "zh", "zh-CN"),
+        ("iPhone 15 Pro Max 多少钱", "zh", "zh-CN"),
+        ("帮我translate一下 'good morning'", "zh", "zh-CN"),
+        ("human agent 谢谢", "zh", "zh-CN"),
+        ("Hi, does the 65W charger work with my laptop? 我的是 Dell 的", "en", "en-US"),
+        ("what's in my order SO20261125011 again? it's 我忘了", "en", "en-US"),
     ],
 )
 async def test_language_sets_reply_language_locale_and_templates(
