@@ -239,12 +239,14 @@ class IntentPlugin(Plugin[S]):
             metadata["reply_prefix"] = notice
         if also := self.also_asked(result, state):
             metadata["intent_also"] = also
+        direct = self.direct_reply(result, state)
         return Contribution(
             text=rewritten,
             metadata=metadata,
             facts={INTENT_FACT: result.label},
             events=[Event("intent", self.name, data=data)],
             context=context,
+            short_circuit=ShortCircuitReply(direct, "intent") if direct is not None else None,
         )
 
     def spaced(self, text: str) -> str | None:
@@ -278,6 +280,11 @@ class IntentPlugin(Plugin[S]):
         """Words the reply starts with before the answer ("" for none): an apology to a complaint
         that also names an order, whose status is then the answer."""
         return ""
+
+    def direct_reply(self, result: IntentResult, state: InputState) -> str | None:
+        """The whole reply, sent without the model, when the shop words it itself ("who are you?");
+        None to let the model answer."""
+        return None
 
 
 # 6. entity ------------------------------------------------------------------------------------

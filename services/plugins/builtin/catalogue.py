@@ -124,6 +124,25 @@ def last_known(state: InputState, products: dict[str, Any]) -> bool:
     return (state.fact("product_id") or "") in products
 
 
+# Spec topics a policy question may turn on: the words that ask about one, and the words of the
+# description clause that answers it.
+_SPECS = (
+    (
+        re.compile(r"(防水|进水|泡水|游泳|淋雨|湿了|water|swim|wet|rain)"),
+        re.compile(r"(防水|water)", re.IGNORECASE),
+    ),
+    (re.compile(r"(续航|电池|没电|battery)"), re.compile(r"(续航|battery)", re.IGNORECASE)),
+)
+
+
+def asked_specs(description: str, question: str) -> list[str]:
+    """The description's clauses on the specs the question asks about, each ending in a stop."""
+    clauses = [c.strip(" 。.") for c in re.split(r"[，,。;；]\s*|(?<=\.)\s+", description) if c.strip(" 。.")]
+    found = [c for asked, answers in _SPECS if asked.search(question) for c in clauses if answers.search(c)]
+    cjk = cjk_share(description) >= 0.3
+    return [f"{c}。" if cjk else f"{c[0].upper()}{c[1:]}." for c in dict.fromkeys(found)]
+
+
 def compact(text: str) -> str:
     return _COMPACT.sub("", normalize(text))
 
@@ -468,9 +487,17 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             f"{d.get('return_days')} days of delivery. {d.get('description_en', '')}"
         )
 
-    def aspect_answer(self, p: Product, aspect: str, lang: str) -> tuple[str, list[str]]:
+    def aspect_answer(self, p: Product, aspect: str, lang: str, question: str = "") -> tuple[str, list[str]]:
         """One product's warranty or return window, the answer to a policy question that names it,
-        with the phrase a right reply contains."""
+        with the phrase a right reply contains; and the product's own spec the question turns on
+        ("got it wet swimming, is that covered?": its water rating)."""
+        text, facts = self._aspect_terms(p, aspect, lang)
+        specs = asked_specs(p.data.get(f"description_{lang}", ""), question)
+        if not specs:
+            return text, facts
+        return (text + "".join(specs) if lang == "zh" else " ".join([text, *specs])), facts
+
+    def _aspect_terms(self, p: Product, aspect: str, lang: str) -> tuple[str, list[str]]:
         d = p.data
         note = [
             sentence
@@ -637,10 +664,10 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             key_facts=[str(p.price)] + ([] if p.in_stock else ["缺货" if lang == "zh" else "out of stock"]),
         )
 
-    def _aspect_block(self, chosen: list[Product], aspect: str, lang: str) -> ContextItem:
+    def _aspect_block(self, chosen: list[Product], aspect: str, lang: str, question: str = "") -> ContextItem:
         """A policy question about named products ("安克充电器保修多久", "这两个都能15天退吗"):
         their own terms answer it."""
-        parts = [self.aspect_answer(p, aspect, lang) for p in chosen]
+        parts = [self.aspect_answer(p, aspect, lang, question) for p in chosen]
         answer = ("" if lang == "zh" else " ").join(a for a, _ in parts)
         return ContextItem(
             "\n\n".join(self.card(p, lang) for p in chosen),
@@ -712,7 +739,7 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             if len(same) == 1:
                 matches = [EntityMatch(same[0].id, same[0].name("en"), "+".join(brands))]
         if not matches and aspect and _BOTH.search(norm) and len(recent) > 1:
-            return Contribution(context=[self._aspect_block(recent[-2:], aspect, lang)])
+            return Contribution(context=[self._aspect_block(recent[-2:], aspect, lang, norm)])
         if wants_list and (item := self._recommend(text, lang, asked or len(matches) > 1)):
             shown = [p for p in self.products if p.name(lang) in item.answer]
             facts = {LISTED_FACT: ",".join(p.id for p in shown)}
@@ -741,7 +768,7 @@ class ProductCatalogue(KnowledgeGraphPlugin[CatalogueSettings]):
             and not _PROCESS.search(norm)
         ):
             # "安克充电器保修多久", "台灯买了10天还能退吗": that product's own terms answer it.
-            item = self._aspect_block([self.by_id[ids[0]]], aspect, lang)
+            item = self._aspect_block([self.by_id[ids[0]]], aspect, lang, norm)
             return Contribution(
                 context=[item], facts={"product_id": ids[0], LISTED_FACT: self._recent(state, ids)}
             )

@@ -122,6 +122,7 @@ class HandoffSettings(PluginSettings):
             r"不想(跟|和|同)(机器|机器人|ai|bot)",
             r"\b(transfer|connect|put)\s+(me\s+)?(through\s+)?to\s+(a\s+)?(人工|真人|客服)",
             r"(接通|转接|转到|转给|找|叫|要|换|联系)(一下|一个|个|你们的?)?(人工|真人|客服人员|经理|主管|领导|负责人)",
+            r"\b(speak|talk|chat)\s+(to|with)\s+(a\s+)?(member\s+of\s+(your\s+)?staff|staff\s+member|someone\s+(from|on)\s+(your|the)\s+team)\b",
             # Shouted in bare words: "AGENT. HUMAN. NOW.", "human now", "人工 马上"
             r"^\W*(human|agent|operator|manager|person|人工|真人)[\s.!！。,，]+(human|agent|operator|person|now|asap|immediately|马上|立刻|快点|现在)\b",
         ]

@@ -43,6 +43,9 @@ class IntentDef(BaseModel):
     # a context block with this answer, scored `reply_score`, so an order or product block still wins.
     reply: dict[str, str] = Field(default_factory=dict)
     reply_score: float = Field(default=0.6, ge=0.0, le=1.0)
+    # The reply is the shop's own words for a question it decided by its own rules ("who are you?"):
+    # sent as the answer without running the model, like a cached answer.
+    answer_directly: bool = False
     # Said before the answer when this turn also named one of `notice_facts` (a complaint about an
     # order: the apology, then the order's status from the lookup).
     notice: dict[str, str] = Field(default_factory=dict)
@@ -70,6 +73,8 @@ _HOW = re.compile(
     r"(能不能|可不可以|能否|还能|可以|怎么|如何|能吗|想\s*(取消|退|换|改|cancel|return|refund)|\bcancel\b|\bcan i\b|\bcould i\b|"
     r"\bhow (do|can|should) i\b|\bis it possible\b|\bhow to\b|\b(want|like) to (cancel|return|change|pay)\b)"
 )
+# Words that ask where an order stands: the order's own answer comes first, not a policy.
+_STATUS = re.compile(r"(\bstatus\b|状态|进度|动静|到哪|怎么还没|还没(有)?(到|动静|消息|退|处理|收到))")
 _WHERE_TO = re.compile(
     r"(去哪|在哪里?看|哪里(看|查)|怎么(看|查)|\bwhere (can|do) i (see|find|check)\b|\bhow (can|do) i (see|find|check|track)\b)"
 )
@@ -194,8 +199,8 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         if result.label != "order_status" or result.method != "rule" or not state.facts.get("order_id"):
             return ""
         norm = normalize(state.text)
-        if not _HOW.search(norm):
-            return ""
+        if not _HOW.search(norm) or _STATUS.search(norm):
+            return ""  # "现在什么status啊…怎么还没动静" asks where the order stands, whatever else it names
         words = set(re.findall(r"[a-z]+", norm))
         best, length = "", 0
         for intent, keywords in self.keywords:
@@ -291,6 +296,25 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         # No text: the model is not shown the reply (it answers greetings and complaints by itself);
         # the block is there for the gateway to verify against and fall back to.
         return ContextItem("", f"intents#{intent.name}", intent.name, score, answer=answer)
+
+    def direct_reply(self, result: IntentResult, state: InputState) -> str | None:
+        """The reply of an `answer_directly` intent decided by its own patterns or keywords."""
+        if result.method != "rule":
+            return None
+        intent = next((i for i in self.intents if i.name == result.label and i.reply), None)
+        if intent is None or not intent.answer_directly:
+            return None
+        norm = normalize(state.text)
+        own = next((patterns for i, patterns in self.patterns if i is intent), [])
+        for pattern in own:  # what is left once the question about the bot is taken out
+            norm = pattern.sub(" ", norm)
+        words = set(re.findall(r"[a-z]+", norm))
+        if any(  # "are you a bot? get me a human": a weightier ask in the same message, the model's turn
+            other.priority > intent.priority and any(self._keyword_hit(norm, words, k) for k in keywords)
+            for other, keywords in self.keywords
+        ):
+            return None
+        return localized(intent.reply, state.language or "zh")
 
     def notice(self, result: IntentResult, state: InputState) -> str:
         """An intent's notice fires on its keywords even when a stronger rule decided the intent
