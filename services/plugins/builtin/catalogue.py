@@ -49,7 +49,8 @@ _DEARER = re.compile(r"(more expensive|pricier|most expensive|dearer|贵一点|�
 # What a policy question about one product asks: its warranty or its return window.
 _ASPECTS = {
     "warranty": re.compile(
-        r"(保修|质保|保固|保多久|坏了|故障|换新|warrant|guarantee|stopped working|broken|new one|replace)"
+        r"(保修|质保|保固|保多久|坏了|故障|换新|不转|不动了|不工作|没反应|开不了机|用不了|warrant|guarantee|"
+        r"stopped working|not working|broken|new one|replace)"
     ),
     # Not a price-protection question ("降价了能退差价吗", "price protection"): the FAQ answers that.
     "returns": re.compile(

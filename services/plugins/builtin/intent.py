@@ -73,6 +73,11 @@ _HOW = re.compile(
     r"(能不能|可不可以|能否|还能|可以|怎么|如何|能吗|想\s*(取消|退|换|改|cancel|return|refund)|\bcancel\b|\bcan i\b|\bcould i\b|"
     r"\bhow (do|can|should) i\b|\bis it possible\b|\bhow to\b|\b(want|like) to (cancel|return|change|pay)\b)"
 )
+# A product that stopped working, described: the warranty answers it even when an order is named.
+_DEFECT = re.compile(
+    r"(不转了?|不动了|不工作|不亮了|没反应|开不了机|用不了了|不能用了|死机|stopped working|not working any ?more|"
+    r"doesn'?t work any ?more|won'?t turn on|won'?t charge|crackl)"
+)
 # Words that ask where an order stands: the order's own answer comes first, not a policy.
 _STATUS = re.compile(r"(\bstatus\b|状态|进度|动静|到哪|怎么还没|还没(有)?(到|动静|消息|退|处理|收到))")
 _WHERE_TO = re.compile(
@@ -199,6 +204,8 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         if result.label != "order_status" or result.method != "rule" or not state.facts.get("order_id"):
             return ""
         norm = normalize(state.text)
+        if _DEFECT.search(norm) and not _STATUS.search(norm):
+            return "warranty"  # "SO… 才用了两周就不转了": what the warranty does for it comes first
         if not _HOW.search(norm) or _STATUS.search(norm):
             return ""  # "现在什么status啊…怎么还没动静" asks where the order stands, whatever else it names
         words = set(re.findall(r"[a-z]+", norm))
@@ -230,6 +237,16 @@ class RulesAndExamples(IntentPlugin[IntentSettings]):
         return bool(core) and any(p.fullmatch(core) for p in self.repeats)
 
     def follow_up(self, result: IntentResult, last: str | None, state: InputState) -> IntentResult:
+        norm = normalize(state.text)
+        if (
+            result.label == "order_status"
+            and not state.facts.get("order_id")
+            and _DEFECT.search(norm)
+            and not _STATUS.search(norm)
+        ):
+            # "扫地机签收才十天就不转了": an order word, but a defect is the question; no number to look up.
+            route = next((i.route for i in self.intents if i.name == "warranty"), "")
+            return IntentResult("warranty", result.score, result.method, route)
         if not last or result.label == last or (result.score >= 1.0 and result.label not in self.weak_labels):
             return result
         norm = normalize(state.text)

@@ -420,3 +420,18 @@ async def test_a_warranty_question_about_water_names_the_products_water_rating(s
     assert "12-month warranty" in wet.context[0].answer and "5 ATM water resistance." in wet.context[0].answer
     (plain,) = await conversation(shop_set, "小米手环9保修多久")
     assert "防水" not in plain.context[0].answer
+
+
+async def test_a_product_that_stopped_working_is_answered_by_the_warranty(shop_set: PluginSet) -> None:
+    (named,) = await conversation(
+        shop_set, "买的空气净化器才用了两周多就不转了，订单SO20261125009，你们卖的什么垃圾"
+    )
+    assert named.context[0].source == "policies.md#warranty" and "24个月" in named.context[0].answer
+    assert any(c.source == "tool:lookup_order" for c in named.context)  # still looked up, second
+    (unnamed,) = await conversation(shop_set, "扫地机签收才十天就不转了，不给解决我就打12315")
+    assert (
+        unnamed.metadata["intent"] == "warranty"
+        and "15天内出现性能故障可直接换新" in unnamed.context[0].answer
+    )
+    (where,) = await conversation(shop_set, "我的订单到哪了")
+    assert where.metadata["intent"] == "order_status"
