@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from clawdbot.services.inference.model.cached_folder import build_once, cache_root
+from clawdbot.services.inference.model.cached_folder import build_once, cache_root, print_folder
 from clawdbot.shared.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,6 @@ def served_folder(recipe: str | Path, cache_dir: str | Path | None = None) -> Pa
     return build_once(target, lambda staging: build(recipe, staging, root))
 
 
-def resolve_model_folder(folder: str | Path) -> Path:
-    """`folder` itself, or the serving folder it is the recipe of."""
-    return served_folder(folder) if is_recipe(folder) else Path(folder)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clawdbot.services.inference.model.adapter",
@@ -177,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", type=Path)
     parser.add_argument("--cache-dir", type=Path)
     args = parser.parse_args(argv)
-    try:
-        folder = served_folder(args.recipe, args.cache_dir)
-    except (InvalidArgument, FailedPrecondition) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(folder)
-    return 0
+    return print_folder(lambda: served_folder(args.recipe, args.cache_dir))
 
 
 if __name__ == "__main__":

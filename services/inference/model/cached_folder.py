@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from clawdbot.shared.errors import FailedPrecondition, InvalidArgument
 
 
 def build_once(target: Path, build: Callable[[Path], object]) -> Path:
@@ -38,3 +41,14 @@ def cache_root(kind: str) -> Path:
     if os.environ.get("CLAWDBOT_CACHE_DIR"):
         return Path(os.environ["CLAWDBOT_CACHE_DIR"]) / kind
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clawdbot" / kind
+
+
+def print_folder(make: Callable[[], Path]) -> int:
+    """A command line's end: print the folder `make` returns (exit 0), or why it cannot (exit 2)."""
+    try:
+        folder = make()
+    except (InvalidArgument, FailedPrecondition) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0

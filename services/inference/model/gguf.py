@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from clawdbot.services.inference.model.cached_folder import build_once, cache_root
+from clawdbot.services.inference.model.cached_folder import build_once, cache_root, print_folder
 from clawdbot.shared.errors import InvalidArgument
 
 log = logging.getLogger("clawdbot.inference.gguf")
@@ -364,17 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     args = parser.parse_args(argv)
-    try:
-        folder = (
-            convert_gguf(args.gguf, args.out, args.dtype)
-            if args.out
-            else hf_folder(args.gguf, args.cache_dir, args.dtype)
-        )
-    except InvalidArgument as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(folder)
-    return 0
+    if args.out:
+        return print_folder(lambda: convert_gguf(args.gguf, args.out, args.dtype))
+    return print_folder(lambda: hf_folder(args.gguf, args.cache_dir, args.dtype))
 
 
 if __name__ == "__main__":

@@ -67,7 +67,6 @@ def test_a_few_cpu_steps_lower_the_loss(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_lora_on_a_saved_model_learns_and_saves_only_the_adapter(tmp_path: Path) -> None:
-    pytest.importorskip("peft")
     from transformers import MistralForCausalLM
 
     from clawdbot.demo.train import model_config

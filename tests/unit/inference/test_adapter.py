@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import peft
 import pytest
 import torch
 from test_gemma3 import prefill_logits, prompt_of
@@ -25,8 +26,6 @@ from test_gguf import gguf_gemma, write_gemma_gguf
 from clawdbot.services.inference.model import adapter as ours
 from clawdbot.services.inference.model.loader import load_model
 from clawdbot.shared.errors import FailedPrecondition, InvalidArgument
-
-peft = pytest.importorskip("peft")
 
 PROMPT = prompt_of(24, seed=5)
 SHOP_GEMMA = Path(__file__).resolve().parents[3] / "clawdbot" / "models" / "shop-gemma"
